@@ -1,0 +1,228 @@
+import { Command, CommanderError, Option } from 'commander';
+import { GraftError } from '../errors.js';
+import { extractDir } from '../tasks/extract.js';
+import { evalRun } from '../tasks/evaluate.js';
+import { predict } from '../tasks/predict.js';
+import { trainRun } from '../tasks/train.js';
+import { layers } from '../tasks/layers.js';
+import type { Evaluation } from '../learn/metrics.js';
+import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, ModelFlags } from './options.js';
+import { cliReporter } from './progress.js';
+
+interface Common { json?: boolean; quiet?: boolean }
+
+function out(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+function printJson(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+function pct(x: number): string {
+  return (100 * x).toFixed(2) + '%';
+}
+
+function summariseEvaluation(e: Evaluation): void {
+  out(`accuracy ${pct(e.accuracy)}  balanced accuracy ${pct(e.balancedAccuracy)}  log loss ${e.logLoss.toFixed(4)}  (${e.n} images)`);
+  const w = Math.max(5, ...e.perClass.map((c) => c.class.length));
+  out(`${'class'.padEnd(w)}  precision  recall  support`);
+  for (const c of e.perClass) out(`${c.class.padEnd(w)}  ${c.precision.toFixed(3).padStart(9)}  ${c.recall.toFixed(3).padStart(6)}  ${String(c.support).padStart(7)}`);
+  if (e.mostConfidentlyWrong.length) {
+    out('most confidently wrong:');
+    for (const m of e.mostConfidentlyWrong.slice(0, 5)) out(`  ${m.path ?? m.index}: ${m.trueClass} called ${m.predictedClass} (p=${m.probability.toFixed(3)})`);
+  }
+}
+
+function printSkipped(skipped: { path: string; reason: string }[]): void {
+  if (!skipped.length) return;
+  process.stderr.write(`skipped ${skipped.length} file(s):\n`);
+  for (const s of skipped.slice(0, 20)) process.stderr.write(`  ${s.path}: ${s.reason}\n`);
+  if (skipped.length > 20) process.stderr.write(`  ... and ${skipped.length - 20} more\n`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('graft')
+    .description('Transfer learning on images: reuse an ImageNet CNN (ONNX) for your own classes.')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (s, write) => write(s) });
+  const common = (c: Command) =>
+    c.option('--json', 'print the result as JSON on stdout (logs go to stderr)').option('-q, --quiet', 'no progress or info on stderr');
+
+  addModelOptions(
+    common(
+      program
+        .command('train')
+        .description('extract features with a frozen backbone and train a classifier head on them; writes a run folder')
+        .argument('<data>', 'training images: class-per-folder, Oxford-IIIT Pet or PetImages layout')
+        .requiredOption('--model <onnx>', 'backbone: ONNX file path or URL')
+        .requiredOption('--out <dir>', 'run folder to write')
+        .option('--val <dir>', 'validation folder (default: a seeded stratified split of <data>)')
+        .option('--val-fraction <f>', 'validation share when splitting', floatArg('--val-fraction', 0.01, 0.9), 0.2)
+        .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto'))
+        .addOption(new Option('--label <what>', 'Oxford Pets labels').choices(['breed', 'species']))
+        .addOption(new Option('--head <kind>', 'classifier head').choices(['linear', 'mlp', 'knn']).default('linear'))
+        .option('--epochs <n>', 'maximum epochs', intArg('--epochs'))
+        .option('--lr <x>', 'learning rate (Adam)', floatArg('--lr', 0))
+        .option('--weight-decay <x>', 'decoupled weight decay', floatArg('--weight-decay', 0))
+        .option('--hidden <n>', 'MLP hidden units', intArg('--hidden'))
+        .option('--dropout <p>', 'MLP dropout', floatArg('--dropout', 0, 0.95))
+        .option('--patience <n>', 'early stopping patience (epochs without better validation loss)', intArg('--patience', 0))
+        .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
+        .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
+    ),
+  )
+    .action(async (data: string, o: ModelFlags & Common & Record<string, unknown>) => {
+      const r = cliReporter({ quiet: o.quiet });
+      const res = await trainRun({
+        data,
+        val: o.val as string | undefined,
+        model: o.model as string,
+        out: o.out as string,
+        layout: o.layout as never,
+        label: o.label as never,
+        valFraction: o.valFraction as number,
+        seed: o.seed as number,
+        head: {
+          kind: o.head as never,
+          ...(o.epochs !== undefined && { epochs: o.epochs as number }),
+          ...(o.lr !== undefined && { lr: o.lr as number }),
+          ...(o.weightDecay !== undefined && { weightDecay: o.weightDecay as number }),
+          ...(o.hidden !== undefined && { hidden: o.hidden as number }),
+          ...(o.dropout !== undefined && { dropout: o.dropout as number }),
+          ...(o.patience !== undefined && { patience: o.patience as number }),
+          ...(o.k !== undefined && { k: o.k as number }),
+        },
+        backbone: backboneOptions(o),
+        batchSize: o.batchSize,
+        cache: cacheOption(o),
+        reporter: r,
+      });
+      if (o.json) {
+        printJson({ run: res.dir, counts: res.counts, bestEpoch: res.bestEpoch, stoppedEarly: res.stoppedEarly, seconds: res.seconds, validation: res.validation, skipped: res.skipped });
+        return;
+      }
+      printSkipped(res.skipped);
+      out(`trained ${res.head.kind} head on ${res.counts.train} images; validation on ${res.counts.val}` + (res.history.length ? ` (best epoch ${res.bestEpoch}${res.stoppedEarly ? ', stopped early' : ''})` : ''));
+      summariseEvaluation(res.validation);
+      out(`run written to ${res.dir} (config.json, head.json, metrics.json, confusion.png, training-curve.png)`);
+    });
+
+  addModelOptions(
+    common(
+      program
+        .command('eval')
+        .description('evaluate a trained run on a labelled folder')
+        .argument('<run>', 'run folder written by graft train')
+        .argument('<data>', 'labelled images with the same classes')
+        .option('--out <dir>', 'where to write metrics.json and confusion.png (default: <run>/eval/<data name>)')
+        .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto')),
+    ),
+  ).action(async (run: string, data: string, o: ModelFlags & Common & { out?: string; layout: string }) => {
+    const res = await evalRun(run, data, {
+      layout: o.layout as never,
+      out: o.out,
+      batchSize: o.batchSize,
+      cache: cacheOption(o),
+      backbone: { threads: o.threads },
+      reporter: cliReporter({ quiet: o.quiet }),
+    });
+    if (o.json) return printJson(res);
+    printSkipped(res.skipped);
+    summariseEvaluation(res.evaluation);
+    out(`metrics and confusion matrix written to ${res.out}`);
+  });
+
+  addModelOptions(
+    common(
+      program
+        .command('predict')
+        .description('classify images with a trained run or a bare classifier model')
+        .argument('<run|model>', 'run folder, or ONNX classifier (path or URL)')
+        .argument('<images...>', 'image files or folders')
+        .option('--top <k>', 'classes to show per image', intArg('--top'), 5)
+        .option('--labels <file>', 'class names for a bare model (JSON array or one per line; default ImageNet-1k)'),
+    ),
+  ).action(async (target: string, images: string[], o: ModelFlags & Common & { top: number; labels?: string }) => {
+    const res = await predict(target, images, {
+      top: o.top,
+      labels: o.labels,
+      batchSize: o.batchSize,
+      cache: cacheOption(o),
+      backbone: backboneOptions(o),
+      reporter: cliReporter({ quiet: o.quiet }),
+    });
+    if (o.json) return printJson(res);
+    printSkipped(res.skipped);
+    for (const p of res.predictions) {
+      out(p.path);
+      for (const t of p.top) out(`  ${(100 * t.probability).toFixed(2).padStart(6)}%  ${t.label}`);
+    }
+    if (!res.predictions.length) throw new GraftError('no image could be read');
+  });
+
+  addModelOptions(
+    common(
+      program
+        .command('extract')
+        .description('compute (and cache) backbone features of every image below a folder')
+        .argument('<model>', 'ONNX model (path or URL)')
+        .argument('<dir>', 'folder of images (class folders give labels)')
+        .option('--out <dir>', 'write features.npy and index.json here'),
+    ),
+  ).action(async (model: string, dir: string, o: ModelFlags & Common & { out?: string }) => {
+    const res = await extractDir(model, dir, {
+      out: o.out,
+      batchSize: o.batchSize,
+      cache: cacheOption(o),
+      backbone: backboneOptions(o),
+      reporter: cliReporter({ quiet: o.quiet }),
+    });
+    if (o.json) return printJson(res);
+    printSkipped(res.skipped);
+    out(`${res.n} images -> ${res.dim}-d features in ${res.seconds.toFixed(2)} s (${res.imagesPerSecond.toFixed(1)} img/s; ${res.fromCache} from cache, ${res.computed} computed)`);
+    if (res.out) out(`written ${res.out.features} and ${res.out.index}`);
+  });
+
+  common(
+    program
+      .command('layers')
+      .description("list a model's inputs, outputs and nodes (names to use with --feature-node)")
+      .argument('<model>', 'ONNX model (path or URL)')
+      .option('--all', 'list every node, not only those worth cutting at'),
+  ).action(async (model: string, o: Common & { all?: boolean }) => {
+    const res = await layers(model, { all: o.all });
+    if (o.json) return printJson(res);
+    out(`${res.path}  (opset ${res.opset}, ${res.nodeCount} nodes, sha256 ${res.sha256.slice(0, 12)})`);
+    out(`preprocessing: ${JSON.stringify(res.preprocess)} [${res.preprocessSource}]`);
+    for (const i of res.inputs) out(`input   ${i.name} [${i.shape.join(', ')}]`);
+    for (const t of res.outputs) out(`output  ${t.name} [${t.shape.join(', ')}]`);
+    out(`features: ${res.featureTensor}${res.logitsTensor ? `   logits: ${res.logitsTensor}` : ''}`);
+    for (const n of res.nodes) out(`  ${n.opType.padEnd(20)} ${n.name}  -> ${n.outputs.join(', ')}`);
+  });
+
+  return program;
+}
+
+/** Run the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  for (const c of program.commands) c.exitOverride();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (err instanceof GraftError) {
+      process.stderr.write(`graft: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`graft: unexpected error (a bug; please report it):\n${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  }
+}

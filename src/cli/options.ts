@@ -1,0 +1,95 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { PreprocessSpec } from '../image/spec.js';
+import { RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1 } from '../image/spec.js';
+import type { BackboneOptions } from '../engine/backbone.js';
+
+export function intArg(name: string, min = 1) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be a whole number >= ${min}`);
+    return n;
+  };
+}
+
+export function floatArg(name: string, min = -Infinity, max = Infinity) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+function triple(name: string) {
+  return (v: string): [number, number, number] => {
+    const parts = v.split(',').map(Number);
+    if (parts.length === 1 && Number.isFinite(parts[0])) return [parts[0]!, parts[0]!, parts[0]!];
+    if (parts.length !== 3 || parts.some((p) => !Number.isFinite(p))) throw new InvalidArgumentError(`${name} takes 3 numbers, e.g. 0.485,0.456,0.406`);
+    return parts as [number, number, number];
+  };
+}
+
+function size(v: string): [number, number] {
+  const m = /^(\d+)(?:x(\d+))?$/.exec(v);
+  if (!m) throw new InvalidArgumentError('size is N or HxW, e.g. 224 or 192x256');
+  const h = Number(m[1]);
+  return [h, m[2] ? Number(m[2]) : h];
+}
+
+/** Flags that override a model's preprocessing and how its session runs. */
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('--size <N|HxW>', 'input size (default: from the model)', size)
+    .option('--crop <pct>', 'centre-crop fraction, e.g. 0.875 (default: no crop, resize whole image)', floatArg('--crop', 0.01, 1))
+    .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear', 'bicubic', 'lanczos3']))
+    .addOption(new Option('--range <range>', 'input value range (instead of --mean/--std)').choices(['0,1', '-1,1', '0,255']))
+    .option('--mean <r,g,b>', 'per-channel mean over [0,1] pixels', triple('--mean'))
+    .option('--std <r,g,b>', 'per-channel std over [0,1] pixels', triple('--std'))
+    .addOption(new Option('--input-layout <layout>', 'input tensor layout').choices(['NCHW', 'NHWC']))
+    .addOption(new Option('--channel-order <order>', 'channel order').choices(['RGB', 'BGR']))
+    .option('--feature-node <name>', 'output or node whose tensor is the feature vector (see the model outputs)')
+    .option('--threads <n>', 'ONNX Runtime threads (default: all cores)', intArg('--threads'))
+    .option('--batch-size <n>', 'images per forward pass', intArg('--batch-size'), 32)
+    .option('--no-cache', 'do not read or write the feature cache')
+    .option('--cache-dir <dir>', 'feature cache folder (default: $GRAFT_HOME/features)');
+}
+
+export interface ModelFlags {
+  size?: [number, number];
+  crop?: number;
+  interpolation?: PreprocessSpec['interpolation'];
+  range?: '0,1' | '-1,1' | '0,255';
+  mean?: [number, number, number];
+  std?: [number, number, number];
+  inputLayout?: PreprocessSpec['layout'];
+  channelOrder?: PreprocessSpec['channelOrder'];
+  featureNode?: string;
+  threads?: number;
+  batchSize: number;
+  cache: boolean;
+  cacheDir?: string;
+}
+
+export function preprocessOverrides(f: ModelFlags): Partial<PreprocessSpec> {
+  const o: Partial<PreprocessSpec> = {};
+  if (f.size) o.size = f.size;
+  if (f.crop !== undefined) o.cropPct = f.crop;
+  if (f.interpolation) o.interpolation = f.interpolation;
+  const range = f.range === '0,1' ? RANGE_0_1 : f.range === '-1,1' ? RANGE_MINUS1_1 : f.range === '0,255' ? RANGE_0_255 : undefined;
+  if (range) {
+    o.mean = [...range.mean] as [number, number, number];
+    o.std = [...range.std] as [number, number, number];
+  }
+  if (f.mean) o.mean = f.mean;
+  if (f.std) o.std = f.std;
+  if (f.inputLayout) o.layout = f.inputLayout;
+  if (f.channelOrder) o.channelOrder = f.channelOrder;
+  return o;
+}
+
+export function backboneOptions(f: ModelFlags): BackboneOptions {
+  return { preprocess: preprocessOverrides(f), featureNode: f.featureNode, threads: f.threads };
+}
+
+export function cacheOption(f: ModelFlags): string | false | undefined {
+  return f.cache === false ? false : f.cacheDir;
+}

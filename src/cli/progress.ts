@@ -1,0 +1,50 @@
+import cliProgress from 'cli-progress';
+import type { Reporter } from '../tasks/reporter.js';
+
+/**
+ * The CLI's reporter: progress bars with rate and ETA on a TTY (stderr), plain start/end lines otherwise, so that
+ * logs stay readable and stdout stays free for results (and for --json).
+ */
+export function cliReporter(opts: { quiet?: boolean } = {}): Reporter {
+  const tty = process.stderr.isTTY === true;
+  const bars = new Map<string, { bar?: cliProgress.SingleBar; total: number; t0: number; unit: string }>();
+  const log = (s: string) => {
+    if (!opts.quiet) process.stderr.write(s + '\n');
+  };
+  return {
+    start(task, total, unit) {
+      const entry: { bar?: cliProgress.SingleBar; total: number; t0: number; unit: string } = { total, t0: performance.now(), unit };
+      if (tty && !opts.quiet && total > 0) {
+        entry.bar = new cliProgress.SingleBar(
+          {
+            format: `${task.padEnd(15)} {bar} {percentage}% | {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted} {note}`,
+            barsize: 24,
+            hideCursor: true,
+            clearOnComplete: false,
+            etaBuffer: 50,
+            stream: process.stderr,
+          },
+          cliProgress.Presets.shades_classic,
+        );
+        entry.bar.start(total, 0, { rate: '-', note: '' });
+      }
+      bars.set(task, entry);
+    },
+    update(task, done, note) {
+      const e = bars.get(task);
+      if (!e?.bar) return;
+      const secs = (performance.now() - e.t0) / 1000;
+      e.bar.update(done, { rate: secs > 0 ? (done / secs).toFixed(1) : '-', note: note ?? '' });
+    },
+    end(task) {
+      const e = bars.get(task);
+      if (!e) return;
+      e.bar?.stop();
+      const secs = (performance.now() - e.t0) / 1000;
+      if (!e.bar) log(`${task}: ${e.total} ${e.unit} in ${secs.toFixed(1)} s (${(e.total / Math.max(secs, 1e-9)).toFixed(1)} ${e.unit}/s)`);
+      bars.delete(task);
+    },
+    info: (m) => log(m),
+    warn: (m) => log(`warning: ${m}`),
+  };
+}

@@ -1,0 +1,130 @@
+import { ImageError } from '../errors.js';
+import type { DecodeOptions } from '../image/decode.js';
+import { loadInto } from '../image/preprocess.js';
+import type { PreprocessSpec } from '../image/spec.js';
+import type { FeatureCache } from './feature-cache.js';
+import type { OrtModel } from './ort.js';
+
+export interface Skipped { path: string; reason: string }
+
+export interface ExtractOptions {
+  batchSize?: number;
+  cache?: FeatureCache;
+  decode?: DecodeOptions;
+  onProgress?: (p: { done: number; total: number; fromCache: number }) => void;
+}
+
+export interface ExtractResult {
+  /** Rows of `dim` floats, one per kept image, in input order. */
+  features: Float32Array;
+  dim: number;
+  /** Indices (into the input paths) of the images that have a row. */
+  kept: number[];
+  skipped: Skipped[];
+  fromCache: number;
+  computed: number;
+  seconds: number;
+}
+
+interface Prepared {
+  /** Per item of the batch: cached row, or index into the decoded tensor, or a skip reason. */
+  slots: ({ row: Float32Array } | { decoded: number } | { skip: string })[];
+  input: Float32Array;
+  n: number;
+}
+
+function inputShape(spec: PreprocessSpec, n: number): number[] {
+  const [h, w] = spec.size;
+  return spec.layout === 'NCHW' ? [n, 3, h, w] : [n, h, w, 3];
+}
+
+/**
+ * Run `tensor` of the model over image files, batch by batch, decoding the next batch while the current one runs,
+ * so that the network (not the JPEG decoder) sets the pace. Only two batches are ever in memory. Unreadable images
+ * are skipped and reported; the cache, when given, serves and stores rows (and skip reasons).
+ */
+export async function extractFeatures(
+  model: OrtModel,
+  tensor: string,
+  spec: PreprocessSpec,
+  paths: string[],
+  opts: ExtractOptions = {},
+): Promise<ExtractResult> {
+  const t0 = performance.now();
+  const batchSize = Math.max(1, opts.batchSize ?? 32);
+  const per = 3 * spec.size[0] * spec.size[1];
+  const cache = opts.cache;
+
+  const prepare = async (start: number): Promise<Prepared> => {
+    const batch = paths.slice(start, start + batchSize);
+    const cached = cache ? await Promise.all(batch.map((p) => cache.get(p))) : batch.map(() => undefined);
+    const misses = cached.map((c, i) => (c ? -1 : i)).filter((i) => i >= 0);
+    const input = new Float32Array(misses.length * per);
+    const slots: Prepared['slots'] = cached.map((c) => (c?.kind === 'features' ? { row: c.data } : c ? { skip: c.reason } : { skip: '' }));
+    const ok = await Promise.all(
+      misses.map(async (i, j) => {
+        try {
+          await loadInto(input, j * per, batch[i]!, spec, { ...opts.decode, name: batch[i] });
+          return true;
+        } catch (err) {
+          const reason = err instanceof ImageError ? err.reason : (err as Error).message;
+          slots[i] = { skip: reason };
+          if (cache) await cache.put(batch[i]!, { kind: 'unreadable', reason });
+          return false;
+        }
+      }),
+    );
+    // Compact the decoded images so the network only sees good ones.
+    let n = 0;
+    for (let j = 0; j < misses.length; j++) {
+      if (!ok[j]) continue;
+      if (n !== j) input.copyWithin(n * per, j * per, (j + 1) * per);
+      slots[misses[j]!] = { decoded: n++ };
+    }
+    return { slots, input: input.subarray(0, n * per), n };
+  };
+
+  const rows: Float32Array[] = [];
+  const kept: number[] = [];
+  const skipped: Skipped[] = [];
+  let dim = 0;
+  let fromCache = 0;
+  let computed = 0;
+  let next: Promise<Prepared> | undefined = paths.length ? prepare(0) : undefined;
+  for (let start = 0; start < paths.length; start += batchSize) {
+    const cur = await next!;
+    next = start + batchSize < paths.length ? prepare(start + batchSize) : undefined;
+    let out: Float32Array | undefined;
+    if (cur.n > 0) {
+      const res = await model.run(cur.input, inputShape(spec, cur.n));
+      const t = res[tensor]!;
+      out = t.data;
+      dim = t.data.length / cur.n;
+    }
+    const puts: Promise<void>[] = [];
+    cur.slots.forEach((s, i) => {
+      const path = paths[start + i]!;
+      if ('skip' in s) {
+        skipped.push({ path, reason: s.skip });
+        return;
+      }
+      let row: Float32Array;
+      if ('row' in s) {
+        row = s.row;
+        fromCache++;
+      } else {
+        row = out!.slice(s.decoded * dim, (s.decoded + 1) * dim);
+        computed++;
+        if (cache) puts.push(cache.put(path, { kind: 'features', data: row }));
+      }
+      dim = row.length;
+      rows.push(row);
+      kept.push(start + i);
+    });
+    await Promise.all(puts);
+    opts.onProgress?.({ done: Math.min(start + batchSize, paths.length), total: paths.length, fromCache });
+  }
+  const features = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => features.set(r, i * dim));
+  return { features, dim, kept, skipped, fromCache, computed, seconds: (performance.now() - t0) / 1000 };
+}

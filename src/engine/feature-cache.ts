@@ -1,0 +1,110 @@
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { PreprocessSpec } from '../image/spec.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { graftHome } from '../util/paths.js';
+
+/** Bump when the entry format or anything that changes the stored numbers changes: old entries then miss. */
+const CACHE_VERSION = 1;
+const MAGIC = 0x43465247; // "GRFC" little-endian
+const HEADER = 24; // magic u32, version u32, kind u32 (0 = features, 1 = unreadable), length u32, checksum 8 bytes
+
+export type CacheEntry = { kind: 'features'; data: Float32Array } | { kind: 'unreadable'; reason: string };
+
+export function defaultFeatureCacheDir(): string {
+  return process.env.GRAFT_FEATURE_CACHE ?? join(graftHome(), 'features');
+}
+
+function checksum(payload: Uint8Array): Buffer {
+  return createHash('sha256').update(payload).digest().subarray(0, 8);
+}
+
+/**
+ * Features on disk, one small file per image, under a folder named by what produced them (model bytes, tensor,
+ * preprocessing), keyed by the file's identity (absolute path, size, mtime). Any change to either makes a miss.
+ * Each entry carries a checksum: a damaged entry reads as a miss and is rewritten. Images that failed to decode are
+ * cached too, so a re-run neither decodes them again nor forgets to report them.
+ */
+export class FeatureCache {
+  readonly dir: string;
+  hits = 0;
+  misses = 0;
+  corrupt = 0;
+
+  constructor(root: string, modelSha256: string, tensor: string, spec: PreprocessSpec) {
+    const key = createHash('sha256')
+      .update(JSON.stringify({ v: CACHE_VERSION, model: modelSha256, tensor, spec }))
+      .digest('hex')
+      .slice(0, 20);
+    this.dir = join(root, key);
+  }
+
+  private async entryPath(file: string): Promise<string | undefined> {
+    let st;
+    try {
+      st = await stat(file);
+    } catch {
+      return undefined;
+    }
+    const id = createHash('sha256').update(`${resolve(file)}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 32);
+    return join(this.dir, id.slice(0, 2), `${id}.bin`);
+  }
+
+  async get(file: string): Promise<CacheEntry | undefined> {
+    const p = await this.entryPath(file);
+    if (!p) return undefined;
+    let buf: Buffer;
+    try {
+      buf = await readFile(p);
+    } catch {
+      this.misses++;
+      return undefined;
+    }
+    const entry = decodeEntry(buf);
+    if (!entry) {
+      this.corrupt++;
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    return entry;
+  }
+
+  async put(file: string, entry: CacheEntry): Promise<void> {
+    const p = await this.entryPath(file);
+    if (!p) return;
+    await writeFileAtomic(p, encodeEntry(entry));
+  }
+}
+
+export function encodeEntry(entry: CacheEntry): Buffer {
+  const payload =
+    entry.kind === 'features'
+      ? new Uint8Array(entry.data.buffer, entry.data.byteOffset, entry.data.byteLength)
+      : new TextEncoder().encode(entry.reason);
+  const buf = Buffer.alloc(HEADER + payload.byteLength);
+  buf.writeUInt32LE(MAGIC, 0);
+  buf.writeUInt32LE(CACHE_VERSION, 4);
+  buf.writeUInt32LE(entry.kind === 'features' ? 0 : 1, 8);
+  buf.writeUInt32LE(payload.byteLength, 12);
+  checksum(payload).copy(buf, 16);
+  buf.set(payload, HEADER);
+  return buf;
+}
+
+export function decodeEntry(buf: Buffer): CacheEntry | undefined {
+  if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.readUInt32LE(4) !== CACHE_VERSION) return undefined;
+  const kind = buf.readUInt32LE(8);
+  const len = buf.readUInt32LE(12);
+  if (buf.length !== HEADER + len) return undefined;
+  const payload = buf.subarray(HEADER);
+  if (!checksum(payload).equals(buf.subarray(16, 24))) return undefined;
+  if (kind === 0) {
+    if (len % 4 !== 0) return undefined;
+    // Copy: the read buffer may come from a shared pool with an unaligned offset.
+    return { kind: 'features', data: new Float32Array(payload.buffer.slice(payload.byteOffset, payload.byteOffset + len)) };
+  }
+  if (kind === 1) return { kind: 'unreadable', reason: payload.toString('utf8') };
+  return undefined;
+}

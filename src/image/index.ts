@@ -1,0 +1,12 @@
+export { decodeImage, DEFAULT_MAX_PIXELS, type DecodeOptions, type ImageInput, type RgbImage } from './decode.js';
+export { loadInto, loadTensor, normaliseInto, pixelsToTensor, tensorLength } from './preprocess.js';
+export { encodePng, writePng, type RawPixels } from './png.js';
+export {
+  defaultSpec,
+  IMAGENET_MEAN_STD,
+  PreprocessSpecSchema,
+  RANGE_0_1,
+  RANGE_0_255,
+  RANGE_MINUS1_1,
+  type PreprocessSpec,
+} from './spec.js';

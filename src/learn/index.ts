@@ -1,0 +1,24 @@
+export { ensureTf, tf } from './tf.js';
+export {
+  HEAD_KINDS,
+  HeadJsonSchema,
+  headFromJSON,
+  trainHead,
+  type EpochLog,
+  type FeatureSet,
+  type Head,
+  type HeadJson,
+  type HeadKind,
+  type TrainOptions,
+  type TrainResult,
+} from './heads.js';
+export {
+  accuracyOf,
+  argmaxRows,
+  evaluate,
+  logLoss,
+  type ClassMetrics,
+  type Evaluation,
+  type WrongPrediction,
+} from './metrics.js';
+export { confusionMatrixPng, confusionMatrixSvg, trainingCurvePng, trainingCurveSvg } from './charts.js';

@@ -1,0 +1,97 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { GraftError } from '../errors.js';
+import { PreprocessSpecSchema } from '../image/spec.js';
+import { writeJsonAtomic, writeFileAtomic } from '../util/fs.js';
+import { Head, headFromJSON } from './heads.js';
+
+export const RUN_FORMAT = 'graft-run';
+export const RUN_VERSION = 1;
+
+/** config.json of a run: everything needed to reproduce it and to use it on new images. */
+export const RunConfigSchema = z.object({
+  format: z.literal(RUN_FORMAT),
+  version: z.literal(RUN_VERSION),
+  createdAt: z.string(),
+  model: z.object({
+    source: z.string(),
+    path: z.string(),
+    sha256: z.string(),
+    featureTensor: z.string(),
+  }),
+  preprocess: PreprocessSpecSchema,
+  classes: z.array(z.string()).min(2),
+  data: z.object({
+    train: z.string(),
+    val: z.string().optional(),
+    layout: z.string(),
+    label: z.string().optional(),
+    valFraction: z.number().optional(),
+    splitSeed: z.number().optional(),
+    trainCount: z.number(),
+    valCount: z.number(),
+  }),
+  head: z.record(z.string(), z.unknown()),
+});
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+
+export interface LoadedRun { dir: string; config: RunConfig; head: Head }
+
+export const RUN_FILES = {
+  config: 'config.json',
+  head: 'head.json',
+  labels: 'labels.txt',
+  metrics: 'metrics.json',
+  history: 'history.json',
+  skipped: 'skipped.json',
+  confusion: 'confusion.png',
+  curves: 'training-curve.png',
+} as const;
+
+export async function isRunDir(dir: string): Promise<boolean> {
+  try {
+    return (await stat(join(dir, RUN_FILES.config))).isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function readJson(path: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new GraftError(`${what} not found: ${path}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new GraftError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** Load a run directory written by `saveRun`; every problem is a GraftError naming the file. */
+export async function loadRun(dir: string): Promise<LoadedRun> {
+  try {
+    if (!(await stat(dir)).isDirectory()) throw new GraftError(`not a run directory: ${dir}`);
+  } catch (err) {
+    if (err instanceof GraftError) throw err;
+    throw new GraftError(`run directory not found: ${dir}`);
+  }
+  const cfgPath = join(dir, RUN_FILES.config);
+  const parsed = RunConfigSchema.safeParse(await readJson(cfgPath, 'run config'));
+  if (!parsed.success) {
+    throw new GraftError(`${cfgPath}: not a graft run config (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
+  }
+  const head = headFromJSON(await readJson(join(dir, RUN_FILES.head), 'head weights') as Parameters<typeof headFromJSON>[0]);
+  return { dir, config: parsed.data, head };
+}
+
+/** Write the run's core files (config, head, labels); each file is written atomically. */
+export async function saveRun(dir: string, config: RunConfig, head: Head): Promise<void> {
+  await writeJsonAtomic(join(dir, RUN_FILES.head), head.toJSON());
+  await writeFileAtomic(join(dir, RUN_FILES.labels), config.classes.join('\n') + '\n');
+  // Config last: a run directory counts as a run once its config exists.
+  await writeJsonAtomic(join(dir, RUN_FILES.config), config);
+}

@@ -1,0 +1,44 @@
+import { readFile } from 'node:fs/promises';
+import { GraftError } from '../errors.js';
+import { assetPath } from '../util/paths.js';
+
+let imagenet: string[] | undefined;
+
+/** The 1000 ImageNet-1k class names in index order (shipped with the package). */
+export async function imagenetClasses(): Promise<string[]> {
+  if (!imagenet) {
+    const json = JSON.parse(await readFile(assetPath('imagenet-classes.json'), 'utf8')) as { names: string[] };
+    imagenet = json.names;
+  }
+  return imagenet;
+}
+
+/** Default labels for a classifier with `n` outputs and none given: ImageNet-1k, with a background class if 1001. */
+export async function defaultLabels(n: number): Promise<string[] | undefined> {
+  if (n === 1000) return imagenetClasses();
+  if (n === 1001) return ['background', ...(await imagenetClasses())];
+  return undefined;
+}
+
+/** A labels file: a JSON array of names, or text with one name per line. */
+export async function readLabelsFile(path: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new GraftError(`labels file not found: ${path}`);
+  }
+  const trimmed = text.trim();
+  if (trimmed.startsWith('[')) {
+    try {
+      const arr = JSON.parse(trimmed);
+      if (Array.isArray(arr) && arr.every((s) => typeof s === 'string')) return arr;
+    } catch {
+      /* fall through to the error below */
+    }
+    throw new GraftError(`${path}: not a JSON array of class names`);
+  }
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+  if (lines.length === 0) throw new GraftError(`${path}: no class names in labels file`);
+  return lines;
+}

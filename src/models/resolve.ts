@@ -1,0 +1,123 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { GraftError } from '../errors.js';
+import { PreprocessSpec, PreprocessSpecSchema } from '../image/spec.js';
+import { DownloadProgress, downloadToCache, isUrl } from './download.js';
+import { defaultLabels, readLabelsFile } from './labels.js';
+import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
+import { derivePreprocess } from './preprocess-from-model.js';
+
+/** A config file beside the model (`model.onnx.json`) saying what the model file cannot. */
+export const SidecarSchema = z.object({
+  preprocess: PreprocessSpecSchema.partial().optional(),
+  labels: z.array(z.string()).optional(),
+  featureOutput: z.string().optional(),
+  logitsOutput: z.string().optional(),
+});
+export type Sidecar = z.infer<typeof SidecarSchema>;
+
+/** A model resolved to a local ONNX file, with everything needed to feed it and read it. */
+export interface ModelRef {
+  /** What the user gave (path or URL). */
+  source: string;
+  path: string;
+  onnx: LoadedOnnx;
+  spec: PreprocessSpec;
+  specSource: string;
+  warnings: string[];
+  /** Tensor holding the pooled features. */
+  featureTensor: string;
+  /** Tensor holding class scores, when the model is a classifier. */
+  logitsTensor?: string;
+  labels?: string[];
+}
+
+export interface ResolveOptions {
+  preprocess?: Partial<PreprocessSpec>;
+  labelsFile?: string;
+  featureNode?: string;
+  logitsNode?: string;
+  onDownload?: (p: DownloadProgress) => void;
+}
+
+async function readSidecar(path: string): Promise<Sidecar | undefined> {
+  let text: string;
+  try {
+    text = await readFile(`${path}.json`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new GraftError(`${path}.json: not valid JSON (${(err as Error).message})`);
+  }
+  const r = SidecarSchema.safeParse(parsed);
+  if (!r.success) throw new GraftError(`${path}.json: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+function lastDim(info: OnnxInfo, tensor: string): number | undefined {
+  const d = info.outputs.find((o) => o.name === tensor)?.shape.at(-1);
+  return typeof d === 'number' ? d : undefined;
+}
+
+const PASS_THROUGH = new Set(['Softmax', 'Reshape', 'Flatten', 'Squeeze', 'Identity', 'Dropout', 'LogSoftmax']);
+
+/** The classifier's input, walking back from the logits through reshapes to the Gemm/MatMul/Conv that makes them. */
+function classifierInput(info: OnnxInfo, logits: string): string | undefined {
+  const producer = new Map<string, (typeof info.nodes)[number]>();
+  for (const n of info.nodes) for (const o of n.outputs) producer.set(o, n);
+  let t = logits;
+  for (let i = 0; i < 8; i++) {
+    const n = producer.get(t);
+    if (!n) return undefined;
+    if (n.opType === 'Gemm' || n.opType === 'MatMul' || n.opType === 'Conv') return n.inputs[0];
+    if (!PASS_THROUGH.has(n.opType)) return undefined;
+    t = n.inputs[0];
+  }
+  return undefined;
+}
+
+function pickTensors(info: OnnxInfo, sidecar: Sidecar | undefined, opts: ResolveOptions): { feature: string; logits?: string } {
+  const named = (wanted: string | undefined, what: string) => {
+    if (!wanted) return undefined;
+    const t = findTensor(info, wanted);
+    if (!t) {
+      const outs = info.outputs.map((o) => o.name).join(', ');
+      throw new GraftError(`${info.path}: no output or node named '${wanted}' for the ${what} (outputs: ${outs}; see 'graft layers')`);
+    }
+    return t;
+  };
+  let logits = named(opts.logitsNode ?? sidecar?.logitsOutput, 'logits');
+  if (!logits) {
+    logits =
+      info.outputs.find((o) => /logit|prob|score|predictions/i.test(o.name))?.name ??
+      info.outputs.find((o) => [1000, 1001].includes(lastDim(info, o.name) ?? 0))?.name;
+  }
+  let feature = named(opts.featureNode ?? sidecar?.featureOutput, 'features');
+  if (!feature) {
+    feature =
+      info.outputs.find((o) => /feature|embed|pool/i.test(o.name))?.name ??
+      (logits ? classifierInput(info, logits) : undefined) ??
+      info.outputs[info.outputs.length - 1]!.name;
+  }
+  if (logits === feature) logits = undefined;
+  return { feature, logits };
+}
+
+/** Resolve "path | URL" to a local ONNX model with its preprocessing, labels and feature/logits tensors. */
+export async function resolveModel(source: string, opts: ResolveOptions = {}): Promise<ModelRef> {
+  const path = isUrl(source) ? await downloadToCache(source, { onProgress: opts.onDownload }) : source;
+  const onnx = await loadOnnx(path);
+  const sidecar = await readSidecar(path);
+  const { spec, source: specSource, warnings } = derivePreprocess(onnx.info, sidecar?.preprocess, opts.preprocess);
+  const { feature, logits } = pickTensors(onnx.info, sidecar, opts);
+  let labels = opts.labelsFile ? await readLabelsFile(opts.labelsFile) : sidecar?.labels;
+  if (!labels && logits) {
+    const n = lastDim(onnx.info, logits);
+    if (n !== undefined) labels = await defaultLabels(n);
+  }
+  return { source, path, onnx, spec, specSource, warnings, featureTensor: feature, logitsTensor: logits, labels };
+}

@@ -1,0 +1,100 @@
+import { join, resolve } from 'node:path';
+import { datasetFromFiles, openDataset } from '../data/index.js';
+import { Backbone, BackboneOptions } from '../engine/backbone.js';
+import type { Skipped } from '../engine/extract.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
+import { runExtraction } from './features.js';
+import type { Reporter } from './reporter.js';
+
+export interface ExtractDirOptions {
+  out?: string;
+  batchSize?: number;
+  cache?: string | false;
+  tensor?: 'features' | 'logits';
+  backbone?: BackboneOptions;
+  reporter?: Reporter;
+}
+
+export interface ExtractDirResult {
+  n: number;
+  dim: number;
+  fromCache: number;
+  computed: number;
+  seconds: number;
+  imagesPerSecond: number;
+  skipped: Skipped[];
+  out?: { features: string; index: string };
+}
+
+/** A float32 matrix as a NumPy .npy file (version 1.0), so features load with `np.load` too. */
+export function npyBytes(data: Float32Array, shape: number[]): Uint8Array {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  const total = 10 + header.length + 1;
+  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  const buf = new Uint8Array(10 + header.length + data.byteLength);
+  buf.set([0x93, ...Buffer.from('NUMPY'), 1, 0], 0);
+  new DataView(buf.buffer).setUint16(8, header.length, true);
+  buf.set(Buffer.from(header, 'latin1'), 10);
+  buf.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 10 + header.length);
+  return buf;
+}
+
+/**
+ * Features of every image below a folder (labelled by class folder when it is one), through the cache, optionally
+ * written to `out` as features.npy + index.json (file order, labels, model, preprocessing, skipped files).
+ */
+export async function extractDir(model: string, dir: string, opts: ExtractDirOptions = {}): Promise<ExtractDirResult> {
+  let paths: string[];
+  let labels: number[] | undefined;
+  let classes: string[] | undefined;
+  const skipped: Skipped[] = [];
+  try {
+    const ds = await openDataset(dir);
+    paths = ds.items.map((i) => i.path);
+    labels = ds.items.map((i) => i.label);
+    classes = ds.classes;
+    skipped.push(...ds.skipped);
+  } catch {
+    // Not a labelled dataset: plain images.
+    const files = await datasetFromFiles([dir]);
+    paths = files.items.map((i) => i.path);
+    skipped.push(...files.skipped);
+  }
+  const backbone = await Backbone.load(model, opts.backbone);
+  try {
+    for (const w of backbone.ref.warnings) opts.reporter?.warn?.(w);
+    const res = await runExtraction(backbone, paths, { ...opts, task: 'extract' });
+    skipped.push(...res.skipped);
+    const result: ExtractDirResult = {
+      n: res.kept.length,
+      dim: res.dim,
+      fromCache: res.fromCache,
+      computed: res.computed,
+      seconds: res.seconds,
+      imagesPerSecond: paths.length / res.seconds,
+      skipped,
+    };
+    if (opts.out) {
+      const features = join(opts.out, 'features.npy');
+      const index = join(opts.out, 'index.json');
+      await writeFileAtomic(features, npyBytes(res.features, [res.kept.length, res.dim]));
+      await writeJsonAtomic(index, {
+        format: 'graft-features',
+        version: 1,
+        model: { source: model, sha256: backbone.ref.onnx.info.sha256 },
+        tensor: opts.tensor === 'logits' ? backbone.ref.logitsTensor : backbone.ref.featureTensor,
+        preprocess: backbone.spec,
+        shape: [res.kept.length, res.dim],
+        root: resolve(dir),
+        files: res.kept.map((i) => paths[i]),
+        classes,
+        labels: labels ? res.kept.map((i) => labels![i]) : undefined,
+        skipped,
+      });
+      result.out = { features, index };
+    }
+    return result;
+  } finally {
+    await backbone.dispose();
+  }
+}

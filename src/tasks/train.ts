@@ -1,0 +1,143 @@
+import { resolve } from 'node:path';
+import { openDataset, stratifiedSplit, type Dataset, type DatasetItem, type LayoutName } from '../data/index.js';
+import { Backbone, BackboneOptions } from '../engine/backbone.js';
+import type { ExtractResult, Skipped } from '../engine/extract.js';
+import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
+import { trainHead, type TrainOptions, type Head, type EpochLog } from '../learn/heads.js';
+import { evaluate, type Evaluation } from '../learn/metrics.js';
+import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
+import { writeJsonAtomic } from '../util/fs.js';
+import { join } from 'node:path';
+import { runExtraction } from './features.js';
+import type { Reporter } from './reporter.js';
+
+export interface TrainRunOptions {
+  /** Training images folder. */
+  data: string;
+  /** Validation folder; without it, a seeded stratified split of `data` (valFraction) is used. */
+  val?: string;
+  model: string;
+  out: string;
+  layout?: LayoutName | 'auto';
+  label?: 'breed' | 'species';
+  valFraction?: number;
+  seed?: number;
+  head?: Partial<TrainOptions>;
+  backbone?: BackboneOptions;
+  batchSize?: number;
+  cache?: string | false;
+  topWrong?: number;
+  reporter?: Reporter;
+}
+
+export interface FeatureSet { x: Float32Array; n: number; d: number; y: Int32Array; items: DatasetItem[] }
+
+export interface TrainRunResult {
+  dir: string;
+  head: Head;
+  history: EpochLog[];
+  bestEpoch: number;
+  stoppedEarly: boolean;
+  validation: Evaluation;
+  skipped: Skipped[];
+  counts: { train: number; val: number };
+  seconds: { features: number; training: number };
+}
+
+/** Features of dataset items, keeping only the images that decoded (labels follow). */
+export function toFeatureSet(items: DatasetItem[], res: ExtractResult): FeatureSet {
+  const kept = res.kept.map((i) => items[i]!);
+  return { x: res.features, n: kept.length, d: res.dim, y: Int32Array.from(kept, (it) => it.label), items: kept };
+}
+
+/**
+ * Transfer learning by feature extraction, end to end: open the data, run the frozen backbone (cached), train a
+ * head on the pooled features, evaluate on the validation set and write a run directory.
+ */
+export async function trainRun(opts: TrainRunOptions): Promise<TrainRunResult> {
+  const r = opts.reporter;
+  const seed = opts.seed ?? 0;
+  const trainSet = await openDataset(opts.data, { layout: opts.layout, label: opts.label });
+  let valSet: Dataset | undefined;
+  let trainItems: DatasetItem[];
+  let valItems: DatasetItem[];
+  const valFraction = opts.valFraction ?? 0.2;
+  if (opts.val) {
+    valSet = await openDataset(opts.val, { layout: opts.layout, label: opts.label, classes: trainSet.classes });
+    trainItems = trainSet.items;
+    valItems = valSet.items;
+  } else {
+    const split = stratifiedSplit(trainSet.items, valFraction, seed);
+    trainItems = split.train;
+    valItems = split.val;
+    r?.info?.(`no --val given: seeded stratified split (${Math.round(valFraction * 100)}% validation, seed ${seed})`);
+  }
+  const classes = trainSet.classes;
+
+  const backbone = await Backbone.load(opts.model, opts.backbone);
+  for (const w of backbone.ref.warnings) r?.warn?.(w);
+  try {
+    const t0 = performance.now();
+    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r };
+    const trainRes = await runExtraction(backbone, trainItems.map((i) => i.path), { ...common, task: 'train features' });
+    const valRes = await runExtraction(backbone, valItems.map((i) => i.path), { ...common, task: 'val features' });
+    const tFeat = (performance.now() - t0) / 1000;
+    const train = toFeatureSet(trainItems, trainRes);
+    const val = toFeatureSet(valItems, valRes);
+    const skipped = [...trainSet.skipped, ...(valSet?.skipped ?? []), ...trainRes.skipped, ...valRes.skipped];
+    if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
+
+    const t1 = performance.now();
+    const headOpts: Partial<TrainOptions> = { seed, ...opts.head };
+    r?.start?.('training', headOpts.epochs ?? 100, 'epoch');
+    const trained = await trainHead(train, val.n > 0 ? val : undefined, classes, {
+      ...headOpts,
+      onEpoch: (e) => r?.update?.('training', e.epoch, e.valAcc !== undefined ? `val acc ${e.valAcc.toFixed(4)}` : undefined),
+    } as TrainOptions);
+    r?.end?.('training');
+    const tTrain = (performance.now() - t1) / 1000;
+
+    const proba = trained.head.predictProba(val.x, val.n);
+    const validation = evaluate(proba, val.y, classes, val.items, opts.topWrong ?? 12);
+
+    const info = backbone.ref.onnx.info;
+    const config: RunConfig = {
+      format: RUN_FORMAT,
+      version: RUN_VERSION,
+      createdAt: new Date().toISOString(),
+      model: { source: opts.model, path: resolve(backbone.ref.path), sha256: info.sha256, featureTensor: backbone.ref.featureTensor },
+      preprocess: backbone.spec,
+      classes,
+      data: {
+        train: resolve(opts.data),
+        val: opts.val ? resolve(opts.val) : undefined,
+        layout: trainSet.layout,
+        label: opts.label,
+        valFraction: opts.val ? undefined : valFraction,
+        splitSeed: opts.val ? undefined : seed,
+        trainCount: train.n,
+        valCount: val.n,
+      },
+      head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly },
+    };
+    await saveRun(opts.out, config, trained.head);
+    await writeJsonAtomic(join(opts.out, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, seconds: { features: tFeat, training: tTrain } });
+    await writeJsonAtomic(join(opts.out, RUN_FILES.history), trained.history);
+    await writeJsonAtomic(join(opts.out, RUN_FILES.skipped), skipped);
+    await confusionMatrixPng(validation.confusion, classes, join(opts.out, RUN_FILES.confusion), 'validation');
+    if (trained.history.length > 0) await trainingCurvePng(trained.history, join(opts.out, RUN_FILES.curves));
+    return {
+      dir: opts.out,
+      head: trained.head,
+      history: trained.history,
+      bestEpoch: trained.bestEpoch,
+      stoppedEarly: trained.stoppedEarly,
+      validation,
+      skipped,
+      counts: { train: train.n, val: val.n },
+      seconds: { features: tFeat, training: tTrain },
+    };
+  } finally {
+    await backbone.dispose();
+  }
+}
