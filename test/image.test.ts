@@ -20,6 +20,8 @@ import {
   type RgbImage,
 } from '../src/image/index.js';
 
+// Every assert.ok has a message: without one, node's assert re-parses the (tsx-compiled, one-line) source to build
+// a message, which can take minutes.
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SHARED = process.env.GRAFT_SHARED ?? resolve(REPO, '../shared');
 
@@ -58,7 +60,7 @@ function solid(width: number, height: number, c: RGB) {
 /** Deterministic noise, so JPEGs are big enough to cut in half meaningfully. */
 function noise(width: number, height: number) {
   let s = 12345;
-  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff), s & 0xff);
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff), (s >>> 16) & 0xff);
   return fromRaw(width, height, () => [rnd(), rnd(), rnd()]);
 }
 
@@ -165,7 +167,7 @@ describe('decodeImage failures', () => {
 
   test('truncated JPEG (real JPEG bytes cut in half) is an error, not a half-grey picture', async () => {
     const full = await noise(320, 240).jpeg({ quality: 90 }).toBuffer();
-    assert.ok(full.length > 50_000);
+    assert.ok(full.length > 50_000, `fixture JPEG is only ${full.length} bytes`);
     await writeFile(p('truncated.jpg'), full.subarray(0, full.length >> 1));
     await rejectsImage(decodeImage(p('truncated.jpg')), /^truncated or corrupt JPEG/);
     await rejectsImage(loadTensor(p('truncated.jpg'), defaultSpec()), /^truncated or corrupt JPEG/);
@@ -206,7 +208,7 @@ describe('decodeImage failures', () => {
 
   test('huge-dimension PNG fails fast from the header, with the pixel-limit message', async () => {
     const bomb = hugePng(50_000, 50_000);
-    assert.ok(bomb.length < 1000);
+    assert.ok(bomb.length < 1000, `bomb fixture is ${bomb.length} bytes`);
     await writeFile(p('bomb.png'), bomb);
     const t0 = performance.now();
     const rss0 = process.memoryUsage().rss;
@@ -234,6 +236,9 @@ describe('decodeImage failures', () => {
     await rejectsImage(decodeImage(png, { maxPixels: 5000 }), /^image is 100x100 = 10000 pixels, above the limit of 5000/);
     assert.equal((await decodeImage(png, { maxPixels: 10_000 })).width, 100);
     assert.equal((await decodeImage(png, { maxPixels: Infinity })).width, 100);
+    // A bad option is the caller's bug, not an image problem.
+    await assert.rejects(decodeImage(png, { maxPixels: -1 }), RangeError);
+    await assert.rejects(decodeImage(png, { background: [0, 0, 300] }), RangeError);
   });
 });
 
@@ -489,14 +494,39 @@ describe('loadTensor / loadInto / pixelsToTensor', () => {
     }
   });
 
+  test('interpolation reaches sharp: nearest keeps hard edges, the others blend, all four differ', async () => {
+    // Upscaling black/white stripes 8x1 to 24x1: nearest repeats pixels exactly, bilinear blends.
+    const stripes = [0, 1, 0, 1, 1, 0, 0, 1];
+    const up = await fromRaw(8, 1, (x) => (stripes[x] ? [255, 255, 255] : [0, 0, 0])).png().toBuffer();
+    const upRow = async (interpolation: PreprocessSpec['interpolation']) =>
+      Array.from((await loadTensor(up, defaultSpec({ size: [1, 24], interpolation, ...RANGE01 }))).subarray(0, 24));
+    assert.deepEqual(await upRow('nearest'), stripes.flatMap((v) => [v, v, v]));
+    const bilinear = await upRow('bilinear');
+    assert.ok(bilinear.some((v) => v > 0.05 && v < 0.95), `bilinear did not blend: ${bilinear}`);
+    // Downscaling noise 60x1 to 24x1: each kernel gives a different result. (When upscaling, libvips uses its
+    // bicubic interpolator for cubic and lanczos3 alike, so only downscaling tells those two apart.)
+    const down = await noise(60, 1).png().toBuffer();
+    const rows: Record<string, number[]> = {};
+    for (const interpolation of ['nearest', 'bilinear', 'bicubic', 'lanczos3'] as const) {
+      const t = await loadTensor(down, defaultSpec({ size: [1, 24], interpolation, ...RANGE01 }));
+      rows[interpolation] = Array.from(t.subarray(0, 24));
+    }
+    const keys = Object.keys(rows);
+    for (let i = 0; i < keys.length; i++) {
+      for (let j = i + 1; j < keys.length; j++) {
+        assert.notDeepEqual(rows[keys[i]!], rows[keys[j]!], `${keys[i]} vs ${keys[j]}`);
+      }
+    }
+  });
+
   test('loadInto writes exactly its slot', async () => {
     const spec = defaultSpec({ size: [3, 5], ...RANGE01 });
     const n = 3 * 3 * 5;
     const out = new Float32Array(3 * n).fill(NaN);
     await loadInto(out, n, await solid(20, 20, [0, 0, 0]).png().toBuffer(), spec);
-    assert.ok(out.subarray(0, n).every(Number.isNaN));
-    assert.ok(out.subarray(n, 2 * n).every((v) => v === 0));
-    assert.ok(out.subarray(2 * n).every(Number.isNaN));
+    assert.ok(out.subarray(0, n).every(Number.isNaN), 'slot before was written');
+    assert.ok(out.subarray(n, 2 * n).every((v) => v === 0), 'own slot not filled with black');
+    assert.ok(out.subarray(2 * n).every(Number.isNaN), 'slot after was written');
     await assert.rejects(loadInto(out, 2 * n + 1, Buffer.alloc(1), spec), RangeError);
   });
 
@@ -567,11 +597,11 @@ describe('shared quirks files', () => {
     test(`${file} (really ${format.toUpperCase()})`, { skip: existsSync(path) ? false : `shared data not found at ${path} (set GRAFT_SHARED)` }, async () => {
       assert.equal((await sharp(path).metadata()).format, format);
       const img = await decodeImage(path);
-      assert.ok(img.width > 0 && img.height > 0);
+      assert.ok(img.width > 0 && img.height > 0, `size ${img.width}x${img.height}`);
       assert.equal(img.data.length, img.width * img.height * 3);
       const t = await loadTensor(path, defaultSpec());
       assert.equal(t.length, 3 * 224 * 224);
-      assert.ok(t.every(Number.isFinite));
+      assert.ok(t.every(Number.isFinite), 'non-finite tensor values');
       // Not a blank picture.
       let min = Infinity, max = -Infinity;
       for (const v of t) (min = Math.min(min, v)), (max = Math.max(max, v));

@@ -64,7 +64,7 @@ export function buildPipeline(input: ImageInput, opts: DecodeOptions = {}): Shar
   const background = checkedBackground(opts.background);
   return sharp(input, {
     failOn: FAIL_ON,
-    limitInputPixels: false,
+    limitInputPixels: limit === 0 ? false : limit,
     autoOrient: true,
     sequentialRead: true,
     pages: 1,
@@ -86,9 +86,11 @@ export async function runPipeline(
 ): Promise<{ data: Buffer; width: number; height: number }> {
   const name = inputName(input, opts);
   if (typeof input !== 'string' && input.length === 0) throw new ImageError(name, 'empty input (0 bytes)');
+  // Built outside the try: a bad option is a bug in the caller, not a problem with the image.
+  const p = pipeline();
   let result: { data: Buffer; info: OutputInfo };
   try {
-    result = await pipeline().toBuffer({ resolveWithObject: true });
+    result = await p.toBuffer({ resolveWithObject: true });
   } catch (err) {
     throw await explainFailure(input, name, err, opts.maxPixels);
   }

@@ -1,17 +1,19 @@
 /**
  * Classifier heads trained on pre-extracted feature vectors: softmax regression, a one-hidden-layer MLP, and a
- * few-shot kNN. Dense heads are trained with TF.js (CPU backend) using Adam with decoupled weight decay (AdamW) and
- * cross-entropy; everything random (init, shuffling, dropout) comes from seeded streams, so the same seed gives
- * bit-identical weights and history.
+ * few-shot kNN. Dense heads minimise cross-entropy with Adam and decoupled weight decay (AdamW); everything random
+ * (init, shuffling, dropout) comes from seeded streams, so the same seed gives bit-identical weights and history.
  *
- * A trained head holds plain Float32Arrays (no live tensors): nothing to dispose, and it serialises to plain JSON.
+ * The maths runs on plain Float32Arrays (./kernels.ts), not TF.js tensors: tfjs-core on its own registers no
+ * gradients, and for heads this small its per-op overhead dominated (a 100-epoch linear head on 2000 × 768 took
+ * ~11 s with TF.js ops vs ~1–2 s with fused loops). So a head holds no tensors: nothing to dispose, nothing to leak,
+ * and it serialises to plain JSON.
  */
 import { endianness } from 'node:os';
 import { z } from 'zod';
 import { GraftError, UsageError } from '../errors.js';
 import { deriveSeed, mulberry32, shuffleInPlace, type Rng } from '../util/random.js';
+import { addRowBias, gemmABt, softmaxRows, sumRows, transpose } from './kernels.js';
 import { accuracyOf, logLoss } from './metrics.js';
-import { ensureTf, tf } from './tf.js';
 
 export type HeadKind = 'linear' | 'mlp' | 'knn';
 export const HEAD_KINDS: readonly HeadKind[] = ['linear', 'mlp', 'knn'];
@@ -38,7 +40,8 @@ export interface EpochLog {
 }
 
 export interface TrainOptions {
-  kind: HeadKind;
+  /** Default 'linear'. */
+  kind?: HeadKind;
   /** Maximum number of epochs (default 100). */
   epochs?: number;
   /** Default 32. */
@@ -109,13 +112,13 @@ const CommonSchema = {
 const LinearSchema = z.object({
   ...CommonSchema,
   kind: z.literal('linear'),
-  /** W: dim × C, b: C. */
+  /** nn.Linear layout: W: C × dim (row c = class c's weights), b: C. */
   params: z.object({ W: BlobSchema, b: BlobSchema }),
 });
 const MlpSchema = z.object({
   ...CommonSchema,
   kind: z.literal('mlp'),
-  /** W1: dim × hidden, b1: hidden, W2: hidden × C, b2: C. */
+  /** nn.Linear layout: W1: hidden × dim, b1: hidden, W2: C × hidden, b2: C. */
   params: z.object({ W1: BlobSchema, b1: BlobSchema, W2: BlobSchema, b2: BlobSchema }),
 });
 const KnnSchema = z.object({
@@ -209,18 +212,18 @@ export function headFromJSON(json: unknown, source = 'head'): Head {
   const norm: Standardiser = { mean, std };
   switch (h.kind) {
     case 'linear': {
-      const W = decodeFloat32(h.params.W, [d, C], 'params.W', source);
+      const W = decodeFloat32(h.params.W, [C, d], 'params.W', source);
       const b = decodeFloat32(h.params.b, [C], 'params.b', source);
-      return new DenseHead('linear', h.classes, d, norm, [W, b], [[d, C], [C]], h.training);
+      return new DenseHead('linear', h.classes, d, norm, [W, b], denseShapes('linear', d, 0, C), h.training);
     }
     case 'mlp': {
-      const H = h.params.W1.shape[1];
-      if (!(Number.isInteger(H) && H > 0)) throw new GraftError(`${source}: params.W1 must have shape [dim × hidden]`);
-      const W1 = decodeFloat32(h.params.W1, [d, H], 'params.W1', source);
+      const H = h.params.W1.shape[0];
+      if (!(Number.isInteger(H) && H > 0)) throw new GraftError(`${source}: params.W1 must have shape [hidden × dim]`);
+      const W1 = decodeFloat32(h.params.W1, [H, d], 'params.W1', source);
       const b1 = decodeFloat32(h.params.b1, [H], 'params.b1', source);
-      const W2 = decodeFloat32(h.params.W2, [H, C], 'params.W2', source);
+      const W2 = decodeFloat32(h.params.W2, [C, H], 'params.W2', source);
       const b2 = decodeFloat32(h.params.b2, [C], 'params.b2', source);
-      return new DenseHead('mlp', h.classes, d, norm, [W1, b1, W2, b2], [[d, H], [H], [H, C], [C]], h.training);
+      return new DenseHead('mlp', h.classes, d, norm, [W1, b1, W2, b2], denseShapes('mlp', d, H, C), h.training);
     }
     case 'knn': {
       const n = h.params.labels.length;
@@ -285,112 +288,154 @@ function checkInput(x: Float32Array, n: number, dim: number): void {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dense heads (linear, mlp)
+//
+// Parameters are kept in nn.Linear layout (out × in): linear [W: C × d, b: C]; mlp [W1: H × d, b1: H, W2: C × H, b2: C].
 
-type Tensor = ReturnType<typeof tf.tensor>;
-type Tensor2D = ReturnType<typeof tf.tensor2d>;
+type DenseKind = 'linear' | 'mlp';
 
-/** Logits for a batch. params: [W, b] or [W1, b1, W2, b2]; mask (mlp training only): inverted-dropout multipliers. */
-function denseLogits(kind: 'linear' | 'mlp', params: Tensor[], x: Tensor2D, mask?: Tensor): Tensor2D {
-  if (kind === 'linear') {
-    return tf.add(tf.matMul(x, params[0] as Tensor2D), params[1]) as Tensor2D;
+function denseShapes(kind: DenseKind, d: number, H: number, C: number): number[][] {
+  return kind === 'linear' ? [[C, d], [C]] : [[H, d], [H], [C, H], [C]];
+}
+
+const PREDICT_CHUNK = 256;
+
+/**
+ * Softmax probabilities for already-standardised rows (no dropout). Used by trained heads and for the per-epoch
+ * validation loss alike, and each row's result is independent of the chunking, so the two agree bit for bit.
+ */
+function denseProba(kind: DenseKind, params: Float32Array[], xs: Float32Array, n: number, d: number, C: number): Float32Array {
+  const out = new Float32Array(n * C);
+  const H = kind === 'mlp' ? params[1].length : 0;
+  const hidden = kind === 'mlp' ? new Float32Array(PREDICT_CHUNK * H) : undefined;
+  for (let start = 0; start < n; start += PREDICT_CHUNK) {
+    const m = Math.min(PREDICT_CHUNK, n - start);
+    const x = xs.subarray(start * d, (start + m) * d);
+    const logits = out.subarray(start * C, (start + m) * C);
+    if (kind === 'linear') {
+      gemmABt(x, params[0], logits, m, C, d);
+      addRowBias(logits, params[1], m, C);
+    } else {
+      const h = hidden!.subarray(0, m * H);
+      gemmABt(x, params[0], h, m, H, d);
+      addRowBias(h, params[1], m, H);
+      for (let i = 0; i < h.length; i++) if (!(h[i] > 0)) h[i] = 0;
+      gemmABt(h, params[2], logits, m, C, H);
+      addRowBias(logits, params[3], m, C);
+    }
+    softmaxRows(logits, m, C, logits);
   }
-  let h: Tensor2D = tf.relu(tf.add(tf.matMul(x, params[0] as Tensor2D), params[1])) as Tensor2D;
-  if (mask) h = tf.mul(h, mask) as Tensor2D;
-  return tf.add(tf.matMul(h, params[2] as Tensor2D), params[3]) as Tensor2D;
+  return out;
+}
+
+interface StepResult {
+  /** Mean cross-entropy over the batch. */
+  loss: number;
+  /** Rows whose largest logit is the label's. */
+  correct: number;
+  /** Gradients of the mean loss, same order and shapes as the params (buffers reused between calls). */
+  grads: Float32Array[];
 }
 
 /**
- * Mean cross-entropy, number of correct argmax predictions, and the analytic gradients of the loss with respect to
- * each param (same order as params). tfjs-core on its own registers no gradient kernels (they live in the full
- * @tensorflow/tfjs bundle), so tf.grad/variableGrads cannot be used here; for one or two dense layers under
- * softmax cross-entropy the backward pass is short enough to write out:
- *   dlogits = (softmax − onehot) / m,  dW = inputᵀ·dlogits,  db = Σ_rows dlogits,
- *   and through the hidden layer  dz1 = (dlogits·W2ᵀ) ⊙ mask ⊙ [z1 > 0].
- * Call inside tf.tidy.
+ * Forward and backward pass for one batch under softmax cross-entropy, with workspaces allocated once:
+ *   dlogits = (softmax − onehot) / m,   dW = dlogitsᵀ·input,   db = Σ_rows dlogits,
+ *   through the hidden layer:  dz1 = (dlogits·W2) ⊙ gate,  gate = [z1 > 0] ⊙ dropout mask (inverted scaling).
  */
-function denseLossAndGrads(
-  kind: 'linear' | 'mlp',
-  params: Tensor[],
-  x: Tensor2D,
-  yIdx: Tensor,
-  yOneHot: Tensor,
-  mask?: Tensor,
-): { loss: Tensor; correct: Tensor; grads: Tensor[] } {
-  const m = x.shape[0];
-  const backward = (input: Tensor2D, logits: Tensor2D) => {
-    const logp = tf.logSoftmax(logits);
-    const loss = tf.div(tf.neg(tf.sum(tf.mul(yOneHot, logp))), m);
-    const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), yIdx), 'float32'));
-    const dLogits = tf.div(tf.sub(tf.exp(logp), yOneHot), m) as Tensor2D;
-    const gW = tf.matMul(input, dLogits, true, false);
-    const gb = tf.sum(dLogits, 0);
-    return { loss, correct, dLogits, gW, gb };
+function makeDenseStep(kind: DenseKind, d: number, H: number, C: number, maxBatch: number) {
+  const shapes = denseShapes(kind, d, H, C);
+  const grads = shapes.map((s) => new Float32Array(s.reduce((a, b) => a * b, 1)));
+  const logits = new Float32Array(maxBatch * C);
+  const dl = new Float32Array(maxBatch * C);
+  const dlT = new Float32Array(maxBatch * C);
+  const xbT = new Float32Array(maxBatch * d);
+  const mlp = kind === 'mlp';
+  const h = new Float32Array(mlp ? maxBatch * H : 0);
+  const gate = new Float32Array(mlp ? maxBatch * H : 0);
+  const hT = new Float32Array(mlp ? maxBatch * H : 0);
+  const dz = new Float32Array(mlp ? maxBatch * H : 0);
+  const dzT = new Float32Array(mlp ? maxBatch * H : 0);
+  const w2T = new Float32Array(mlp ? H * C : 0);
+
+  return (params: Float32Array[], xb: Float32Array, yb: Int32Array, m: number, mask?: Float32Array): StepResult => {
+    const lg = logits.subarray(0, m * C);
+    if (!mlp) {
+      gemmABt(xb, params[0], lg, m, C, d);
+      addRowBias(lg, params[1], m, C);
+    } else {
+      const z = h.subarray(0, m * H);
+      gemmABt(xb, params[0], z, m, H, d);
+      addRowBias(z, params[1], m, H);
+      for (let i = 0; i < m * H; i++) {
+        const g = z[i] > 0 ? (mask ? mask[i] : 1) : 0;
+        gate[i] = g;
+        z[i] = z[i] * g;
+      }
+      gemmABt(z, params[2], lg, m, C, H);
+      addRowBias(lg, params[3], m, C);
+    }
+
+    let loss = 0;
+    let correct = 0;
+    for (let i = 0; i < m; i++) {
+      const o = i * C;
+      let max = -Infinity;
+      let arg = 0;
+      for (let c = 0; c < C; c++) {
+        if (lg[o + c] > max) {
+          max = lg[o + c];
+          arg = c;
+        }
+      }
+      if (arg === yb[i]) correct++;
+      let sum = 0;
+      for (let c = 0; c < C; c++) sum += Math.exp(lg[o + c] - max);
+      const lse = Math.log(sum);
+      loss -= lg[o + yb[i]] - max - lse;
+      for (let c = 0; c < C; c++) dl[o + c] = (Math.exp(lg[o + c] - max - lse) - (c === yb[i] ? 1 : 0)) / m;
+    }
+
+    transpose(dl, m, C, dlT);
+    transpose(xb, m, d, xbT);
+    if (!mlp) {
+      gemmABt(dlT, xbT, grads[0], C, d, m);
+      sumRows(dl, m, C, grads[1]);
+    } else {
+      transpose(h, m, H, hT);
+      gemmABt(dlT, hT, grads[2], C, H, m);
+      sumRows(dl, m, C, grads[3]);
+      transpose(params[2], C, H, w2T);
+      gemmABt(dl, w2T, dz, m, H, C);
+      for (let i = 0; i < m * H; i++) dz[i] *= gate[i];
+      transpose(dz, m, H, dzT);
+      gemmABt(dzT, xbT, grads[0], H, d, m);
+      sumRows(dz, m, H, grads[1]);
+    }
+    return { loss: loss / m, correct, grads };
   };
-  if (kind === 'linear') {
-    const logits = tf.add(tf.matMul(x, params[0] as Tensor2D), params[1]) as Tensor2D;
-    const { loss, correct, gW, gb } = backward(x, logits);
-    return { loss, correct, grads: [gW, gb] };
-  }
-  const z1 = tf.add(tf.matMul(x, params[0] as Tensor2D), params[1]) as Tensor2D;
-  // Gate: ReLU derivative times the (inverted) dropout mask; the hidden output is z1 ⊙ gate (ReLU folded in).
-  const gate = mask ? tf.mul(tf.step(z1), mask) : tf.step(z1);
-  const h = tf.mul(z1, gate) as Tensor2D;
-  const logits = tf.add(tf.matMul(h, params[2] as Tensor2D), params[3]) as Tensor2D;
-  const { loss, correct, dLogits, gW: gW2, gb: gb2 } = backward(h, logits);
-  const dz1 = tf.mul(tf.matMul(dLogits, params[2] as Tensor2D, false, true), gate) as Tensor2D;
-  const gW1 = tf.matMul(x, dz1, true, false);
-  const gb1 = tf.sum(dz1, 0);
-  return { loss, correct, grads: [gW1, gb1, gW2, gb2] };
 }
 
-/** Loss and gradients for given params on one batch, as plain arrays (for gradient checks in tests). */
-export async function denseLossAndGradsForTest(
-  kind: 'linear' | 'mlp',
+/**
+ * Mean loss and gradients of a dense head's params on one batch of standardised rows (exposed for gradient checks
+ * in tests). params/shapes in nn.Linear layout; `mask` (mlp) multiplies the hidden activations.
+ */
+export function denseLossAndGrads(
+  kind: DenseKind,
   params: Float32Array[],
-  shapes: number[][],
   x: Float32Array,
   y: Int32Array,
   d: number,
   numClasses: number,
   mask?: Float32Array,
-): Promise<{ loss: number; grads: Float32Array[] }> {
-  await ensureTf();
-  const m = y.length;
-  const out = tf.tidy(() => {
-    const ps = params.map((p, i) => tf.tensor(p, shapes[i], 'float32'));
-    const yIdx = tf.tensor1d(y, 'int32');
-    const maskT = mask ? tf.tensor2d(mask, [m, mask.length / m]) : undefined;
-    const r = denseLossAndGrads(kind, ps, tf.tensor2d(x, [m, d]), yIdx, tf.oneHot(yIdx, numClasses), maskT);
-    return [r.loss, ...r.grads];
-  });
-  const arrays = out.map((t) => (t.dataSync() as Float32Array).slice());
-  for (const t of out) t.dispose();
-  return { loss: arrays[0][0], grads: arrays.slice(1) };
-}
-
-const PREDICT_CHUNK = 1024;
-
-/**
- * Softmax probabilities for already-standardised rows, in fixed-size chunks. Used both by trained heads and for
- * the per-epoch validation loss, so the two agree bit for bit.
- */
-function denseProba(kind: 'linear' | 'mlp', params: Tensor[], xs: Float32Array, n: number, d: number, C: number): Float32Array {
-  const out = new Float32Array(n * C);
-  for (let start = 0; start < n; start += PREDICT_CHUNK) {
-    const m = Math.min(PREDICT_CHUNK, n - start);
-    const p = tf.tidy(() => {
-      const xb = tf.tensor2d(xs.subarray(start * d, (start + m) * d), [m, d]);
-      return tf.softmax(denseLogits(kind, params, xb));
-    });
-    out.set(p.dataSync() as Float32Array, start * C);
-    p.dispose();
-  }
-  return out;
+): { loss: number; grads: Float32Array[] } {
+  const H = kind === 'mlp' ? params[1].length : 0;
+  const step = makeDenseStep(kind, d, H, numClasses, y.length);
+  const r = step(params, x, y, y.length, mask);
+  return { loss: r.loss, grads: r.grads.map((g) => g.slice()) };
 }
 
 class DenseHead implements Head {
   constructor(
-    readonly kind: 'linear' | 'mlp',
+    readonly kind: DenseKind,
     readonly classes: string[],
     readonly dim: number,
     private readonly norm: Standardiser,
@@ -401,15 +446,8 @@ class DenseHead implements Head {
 
   predictProba(x: Float32Array, n: number): Float32Array {
     checkInput(x, n, this.dim);
-    const C = this.classes.length;
     if (n === 0) return new Float32Array(0);
-    const xs = standardise(x, n, this.dim, this.norm);
-    const tensors = this.params.map((p, i) => tf.tensor(p, this.shapes[i], 'float32'));
-    try {
-      return denseProba(this.kind, tensors, xs, n, this.dim, C);
-    } finally {
-      for (const t of tensors) t.dispose();
-    }
+    return denseProba(this.kind, this.params, standardise(x, n, this.dim, this.norm), n, this.dim, this.classes.length);
   }
 
   toJSON(): HeadJson {
@@ -428,12 +466,42 @@ class DenseHead implements Head {
   }
 }
 
-/** Glorot (Xavier) uniform init: U(-l, l), l = sqrt(6 / (fanIn + fanOut)). */
-function glorotUniform(fanIn: number, fanOut: number, rng: Rng): Float32Array {
+/** Glorot (Xavier) uniform init of an out × in matrix: U(-l, l), l = sqrt(6 / (in + out)). */
+function glorotUniform(fanOut: number, fanIn: number, rng: Rng): Float32Array {
   const limit = Math.sqrt(6 / (fanIn + fanOut));
   const w = new Float32Array(fanIn * fanOut);
   for (let i = 0; i < w.length; i++) w[i] = (rng() * 2 - 1) * limit;
   return w;
+}
+
+const BETA1 = 0.9;
+const BETA2 = 0.999;
+const ADAM_EPS = 1e-8;
+
+/**
+ * One AdamW step in place: Adam on the gradient, plus decoupled decay w ← w − lr·wd·w (weight matrices only).
+ */
+function adamwStep(
+  w: Float32Array,
+  g: Float32Array,
+  m1: Float32Array,
+  m2: Float32Array,
+  step: number,
+  lr: number,
+  decay: number,
+): void {
+  const bc1 = 1 - Math.pow(BETA1, step);
+  const bc2 = 1 - Math.pow(BETA2, step);
+  const lrDecay = lr * decay;
+  for (let i = 0; i < w.length; i++) {
+    const gi = g[i];
+    const a = BETA1 * m1[i] + (1 - BETA1) * gi;
+    const b = BETA2 * m2[i] + (1 - BETA2) * gi * gi;
+    m1[i] = a;
+    m2[i] = b;
+    const wi = w[i];
+    w[i] = wi - (lr * (a / bc1)) / (Math.sqrt(b / bc2) + ADAM_EPS) - lrDecay * wi;
+  }
 }
 
 interface Resolved {
@@ -452,7 +520,7 @@ interface Resolved {
 
 function resolveOptions(o: TrainOptions): Resolved {
   const r: Resolved = {
-    kind: o.kind,
+    kind: o.kind ?? 'linear',
     epochs: o.epochs ?? 100,
     batchSize: o.batchSize ?? 32,
     lr: o.lr ?? 1e-3,
@@ -513,10 +581,12 @@ export async function trainHead(
   if (new Set(classes).size !== C) throw new GraftError('class names must be unique');
   checkFeatureSet(train, C, 'training set');
   if (val) checkFeatureSet(val, C, 'validation set', train.d);
-  await ensureTf();
   if (o.kind === 'knn') return trainKnn(train, classes, o);
   return trainDense(train, val, classes, o, opts.onEpoch);
 }
+
+/** Yield to the event loop every this many ms, so a long training run does not starve timers and signals. */
+const YIELD_EVERY_MS = 100;
 
 async function trainDense(
   train: FeatureSet,
@@ -525,118 +595,92 @@ async function trainDense(
   o: Resolved,
   onEpoch: ((e: EpochLog) => void) | undefined,
 ): Promise<TrainResult> {
-  const kind = o.kind as 'linear' | 'mlp';
+  const kind = o.kind as DenseKind;
   const { n, d } = train;
   const C = classes.length;
+  const H = kind === 'mlp' ? o.hidden : 0;
   const norm = fitStandardiser(train.x, n, d);
   const xs = standardise(train.x, n, d, norm);
   const vxs = val ? standardise(val.x, val.n, d, norm) : undefined;
 
+  // Independent streams: changing one consumer (e.g. the dropout rate) does not shift the others.
   const initRng = mulberry32(deriveSeed(o.seed, 1));
   const shuffleRng = mulberry32(deriveSeed(o.seed, 2));
   const dropRng = mulberry32(deriveSeed(o.seed, 3));
 
-  const H = o.hidden;
-  const shapes: number[][] = kind === 'linear' ? [[d, C], [C]] : [[d, H], [H], [H, C], [C]];
-  const init: Float32Array[] =
+  const shapes = denseShapes(kind, d, H, C);
+  const params: Float32Array[] =
     kind === 'linear'
-      ? [glorotUniform(d, C, initRng), new Float32Array(C)]
-      : [glorotUniform(d, H, initRng), new Float32Array(H), glorotUniform(H, C, initRng), new Float32Array(C)];
-  /** Which params get weight decay: the matrices, not the biases. */
-  const decays = shapes.map((s) => s.length === 2);
-  const useDropout = kind === 'mlp' && o.dropout > 0;
+      ? [glorotUniform(C, d, initRng), new Float32Array(C)]
+      : [glorotUniform(H, d, initRng), new Float32Array(H), glorotUniform(C, H, initRng), new Float32Array(C)];
+  const decays = shapes.map((s) => (s.length === 2 ? o.weightDecay : 0)); // matrices decay, biases do not
+  const m1 = params.map((p) => new Float32Array(p.length));
+  const m2 = params.map((p) => new Float32Array(p.length));
 
-  const vars = init.map((p, i) => tf.variable(tf.tensor(p, shapes[i], 'float32'), true));
-  const ms = shapes.map((s) => tf.variable(tf.zeros(s), false));
-  const vs = shapes.map((s) => tf.variable(tf.zeros(s), false));
-  const beta1 = 0.9;
-  const beta2 = 0.999;
-  const eps = 1e-7;
+  const bsMax = Math.min(o.batchSize, n);
+  const stepFn = makeDenseStep(kind, d, H, C, bsMax);
+  const xb = new Float32Array(bsMax * d);
+  const yb = new Int32Array(bsMax);
+  const useDropout = kind === 'mlp' && o.dropout > 0;
+  const mask = useDropout ? new Float32Array(bsMax * H) : undefined;
+  const keepScale = 1 / (1 - o.dropout);
+  const order = new Int32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
 
   const history: EpochLog[] = [];
-  let best: Float32Array[] = init;
+  let best: Float32Array[] = params.map((p) => p.slice());
   let bestEpoch = 0;
   let bestLoss = Infinity;
   let stoppedEarly = false;
   let step = 0;
-  const order = new Int32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  const bsMax = Math.min(o.batchSize, n);
-  const xbBuf = new Float32Array(bsMax * d);
-  const ybBuf = new Int32Array(bsMax);
-  const maskBuf = useDropout ? new Float32Array(bsMax * H) : undefined;
-  const keepScale = 1 / (1 - o.dropout);
+  let lastYield = performance.now();
 
-  try {
-    for (let epoch = 1; epoch <= o.epochs; epoch++) {
-      shuffleInPlace(order, shuffleRng);
-      let lossSum = 0;
-      let correct = 0;
-      for (let start = 0; start < n; start += o.batchSize) {
-        const m = Math.min(o.batchSize, n - start);
-        for (let r = 0; r < m; r++) {
-          const src = order[start + r];
-          xbBuf.set(xs.subarray(src * d, (src + 1) * d), r * d);
-          ybBuf[r] = train.y[src];
-        }
-        if (maskBuf) for (let i = 0; i < m * H; i++) maskBuf[i] = dropRng() >= o.dropout ? keepScale : 0;
-        step++;
-        // Adam with the bias corrections folded into the step size; decay decoupled from the gradient (AdamW).
-        const lrT = (o.lr * Math.sqrt(1 - Math.pow(beta2, step))) / (1 - Math.pow(beta1, step));
-        const [lossT, correctT] = tf.tidy(() => {
-          const xb = tf.tensor2d(xbBuf.subarray(0, m * d), [m, d]);
-          const yIdx = tf.tensor1d(ybBuf.subarray(0, m), 'int32');
-          const yb = tf.oneHot(yIdx, C);
-          const mask = maskBuf ? tf.tensor2d(maskBuf.subarray(0, m * H), [m, H]) : undefined;
-          const { loss, correct: nCorrect, grads } = denseLossAndGrads(kind, vars, xb, yIdx, yb, mask);
-          for (let i = 0; i < vars.length; i++) {
-            const w = vars[i];
-            const g = grads[i];
-            const mNew = tf.add(tf.mul(ms[i], beta1), tf.mul(g, 1 - beta1));
-            const vNew = tf.add(tf.mul(vs[i], beta2), tf.mul(tf.square(g), 1 - beta2));
-            ms[i].assign(mNew);
-            vs[i].assign(vNew);
-            let upd = tf.mul(tf.div(mNew, tf.add(tf.sqrt(vNew), eps)), lrT);
-            if (decays[i] && o.weightDecay > 0) upd = tf.add(upd, tf.mul(w, o.lr * o.weightDecay));
-            w.assign(tf.sub(w, upd));
-          }
-          return [loss, nCorrect];
-        });
-        const batchLoss = (lossT.dataSync() as Float32Array)[0];
-        correct += (correctT.dataSync() as Float32Array)[0];
-        lossT.dispose();
-        correctT.dispose();
-        lossSum += batchLoss * m;
+  for (let epoch = 1; epoch <= o.epochs; epoch++) {
+    shuffleInPlace(order, shuffleRng);
+    let lossSum = 0;
+    let correct = 0;
+    for (let start = 0; start < n; start += o.batchSize) {
+      const m = Math.min(o.batchSize, n - start);
+      for (let r = 0; r < m; r++) {
+        const src = order[start + r];
+        xb.set(xs.subarray(src * d, (src + 1) * d), r * d);
+        yb[r] = train.y[src];
       }
-      const log: EpochLog = { epoch, trainLoss: lossSum / n, trainAcc: correct / n, lr: o.lr };
-      if (!Number.isFinite(log.trainLoss)) {
-        throw new GraftError(`training diverged (loss is ${log.trainLoss} at epoch ${epoch}); try a lower learning rate`);
-      }
-      let improved = false;
-      if (val && vxs) {
-        const p = denseProba(kind, vars, vxs, val.n, d, C);
-        log.valLoss = logLoss(p, val.y, C);
-        log.valAcc = accuracyOf(p, val.y, C);
-        if (log.valLoss < bestLoss) {
-          bestLoss = log.valLoss;
-          improved = true;
-        }
-      } else {
-        improved = true; // no validation: the last epoch is the one kept
-      }
-      if (improved) {
-        bestEpoch = epoch;
-        best = vars.map((v) => (v.dataSync() as Float32Array).slice());
-      }
-      history.push(log);
-      onEpoch?.(log);
-      if (val && epoch - bestEpoch >= o.patience && epoch < o.epochs) {
-        stoppedEarly = true;
-        break;
-      }
+      if (mask) for (let i = 0; i < m * H; i++) mask[i] = dropRng() >= o.dropout ? keepScale : 0;
+      const res = stepFn(params, xb.subarray(0, m * d), yb, m, mask);
+      step++;
+      for (let i = 0; i < params.length; i++) adamwStep(params[i], res.grads[i], m1[i], m2[i], step, o.lr, decays[i]);
+      lossSum += res.loss * m;
+      correct += res.correct;
     }
-  } finally {
-    for (const t of [...vars, ...ms, ...vs]) t.dispose();
+    const log: EpochLog = { epoch, trainLoss: lossSum / n, trainAcc: correct / n, lr: o.lr };
+    if (!Number.isFinite(log.trainLoss)) {
+      throw new GraftError(`training diverged (loss is ${log.trainLoss} at epoch ${epoch}); try a lower learning rate`);
+    }
+    let improved: boolean;
+    if (val && vxs) {
+      const p = denseProba(kind, params, vxs, val.n, d, C);
+      log.valLoss = logLoss(p, val.y, C);
+      log.valAcc = accuracyOf(p, val.y, C);
+      improved = log.valLoss < bestLoss;
+      if (improved) bestLoss = log.valLoss;
+    } else {
+      improved = true; // no validation set: the last epoch is the one kept
+    }
+    if (improved) {
+      bestEpoch = epoch;
+      best = params.map((p) => p.slice());
+    }
+    history.push(log);
+    onEpoch?.(log);
+    if (val && epoch - bestEpoch >= o.patience && epoch < o.epochs) {
+      stoppedEarly = true;
+      break;
+    }
+    if (performance.now() - lastYield > YIELD_EVERY_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      lastYield = performance.now();
+    }
   }
 
   const training: Record<string, unknown> = {
@@ -702,53 +746,47 @@ class KnnHead implements Head {
     const m = this.labels.length;
     const k = Math.min(this.k, m);
     const q = centreNormalise(x, n, d, this.mean);
-    const stored = tf.tensor2d(this.features, [m, d]);
     const topSim = new Float64Array(k);
     const topIdx = new Int32Array(k);
     const votes = new Float64Array(C);
-    try {
-      const chunk = 256;
-      for (let start = 0; start < n; start += chunk) {
-        const rows = Math.min(chunk, n - start);
-        const simT = tf.tidy(() => tf.matMul(tf.tensor2d(q.subarray(start * d, (start + rows) * d), [rows, d]), stored, false, true));
-        const sims = simT.dataSync() as Float32Array;
-        simT.dispose();
-        for (let r = 0; r < rows; r++) {
-          // top-k by insertion (k is small); ties keep the earlier stored example
-          let filled = 0;
-          const o = r * m;
-          for (let j = 0; j < m; j++) {
-            const s = sims[o + j];
-            if (filled === k && s <= topSim[k - 1]) continue;
-            let pos = filled < k ? filled++ : k - 1;
-            while (pos > 0 && topSim[pos - 1] < s) {
-              topSim[pos] = topSim[pos - 1];
-              topIdx[pos] = topIdx[pos - 1];
-              pos--;
-            }
-            topSim[pos] = s;
-            topIdx[pos] = j;
+    const chunk = 64;
+    const simBuf = new Float32Array(Math.min(chunk, n) * m);
+    for (let start = 0; start < n; start += chunk) {
+      const rows = Math.min(chunk, n - start);
+      const sims = simBuf.subarray(0, rows * m);
+      gemmABt(q.subarray(start * d, (start + rows) * d), this.features, sims, rows, m, d);
+      for (let r = 0; r < rows; r++) {
+        // top-k by insertion (k is small); on equal similarity the earlier stored example ranks first
+        let filled = 0;
+        const o = r * m;
+        for (let j = 0; j < m; j++) {
+          const s = sims[o + j];
+          if (filled === k && s <= topSim[k - 1]) continue;
+          let pos = filled < k ? filled++ : k - 1;
+          while (pos > 0 && topSim[pos - 1] < s) {
+            topSim[pos] = topSim[pos - 1];
+            topIdx[pos] = topIdx[pos - 1];
+            pos--;
           }
-          votes.fill(0);
-          let total = 0;
-          for (let t = 0; t < k; t++) {
-            const w = this.vote === 'weighted' ? (1 + Math.max(-1, Math.min(1, topSim[t]))) / 2 : 1;
-            votes[this.labels[topIdx[t]]] += w;
-            total += w;
-          }
-          const base = (start + r) * C;
-          if (total > 0) for (let c = 0; c < C; c++) out[base + c] = votes[c] / total;
-          else out[base + this.labels[topIdx[0]]] = 1; // all neighbours exactly opposite: nearest one wins
+          topSim[pos] = s;
+          topIdx[pos] = j;
         }
+        votes.fill(0);
+        let total = 0;
+        for (let t = 0; t < k; t++) {
+          const w = this.vote === 'weighted' ? (1 + Math.max(-1, Math.min(1, topSim[t]))) / 2 : 1;
+          votes[this.labels[topIdx[t]]] += w;
+          total += w;
+        }
+        const base = (start + r) * C;
+        if (total > 0) for (let c = 0; c < C; c++) out[base + c] = votes[c] / total;
+        else out[base + this.labels[topIdx[0]]] = 1; // every neighbour exactly opposite: the nearest one decides
       }
-    } finally {
-      stored.dispose();
     }
     return out;
   }
 
   toJSON(): HeadJson {
-    const ones = new Float32Array(this.dim).fill(1);
     return {
       format: 'graft-head',
       version: 1,
@@ -756,7 +794,7 @@ class KnnHead implements Head {
       classes: [...this.classes],
       dim: this.dim,
       mean: encodeFloat32(this.mean, [this.dim]),
-      std: encodeFloat32(ones, [this.dim]),
+      std: encodeFloat32(new Float32Array(this.dim).fill(1), [this.dim]),
       ...(this.training ? { training: this.training } : {}),
       params: {
         k: this.k,

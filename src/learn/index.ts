@@ -1,4 +1,3 @@
-export { ensureTf, tf } from './tf.js';
 export {
   HEAD_KINDS,
   HeadJsonSchema,
@@ -21,4 +20,4 @@ export {
   type Evaluation,
   type WrongPrediction,
 } from './metrics.js';
-export { confusionMatrixPng, confusionMatrixSvg, trainingCurvePng, trainingCurveSvg } from './charts.js';
+export { confusionMatrixPng, confusionMatrixSvg, escapeXml, trainingCurvePng, trainingCurveSvg, type ChartSize } from './charts.js';
