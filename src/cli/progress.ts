@@ -7,13 +7,14 @@ import type { Reporter } from '../tasks/reporter.js';
  */
 export function cliReporter(opts: { quiet?: boolean } = {}): Reporter {
   const tty = process.stderr.isTTY === true;
-  const bars = new Map<string, { bar?: cliProgress.SingleBar; total: number; t0: number; unit: string }>();
+  type Entry = { bar?: cliProgress.SingleBar; total: number; done: number; t0: number; unit: string };
+  const bars = new Map<string, Entry>();
   const log = (s: string) => {
     if (!opts.quiet) process.stderr.write(s + '\n');
   };
   return {
     start(task, total, unit) {
-      const entry: { bar?: cliProgress.SingleBar; total: number; t0: number; unit: string } = { total, t0: performance.now(), unit };
+      const entry: Entry = { total, done: 0, t0: performance.now(), unit };
       if (tty && !opts.quiet && total > 0) {
         entry.bar = new cliProgress.SingleBar(
           {
@@ -32,7 +33,9 @@ export function cliReporter(opts: { quiet?: boolean } = {}): Reporter {
     },
     update(task, done, note) {
       const e = bars.get(task);
-      if (!e?.bar) return;
+      if (!e) return;
+      e.done = done;
+      if (!e.bar) return;
       const secs = (performance.now() - e.t0) / 1000;
       e.bar.update(done, { rate: secs > 0 ? (done / secs).toFixed(1) : '-', note: note ?? '' });
     },
@@ -41,7 +44,7 @@ export function cliReporter(opts: { quiet?: boolean } = {}): Reporter {
       if (!e) return;
       e.bar?.stop();
       const secs = (performance.now() - e.t0) / 1000;
-      if (!e.bar) log(`${task}: ${e.total} ${e.unit} in ${secs.toFixed(1)} s (${(e.total / Math.max(secs, 1e-9)).toFixed(1)} ${e.unit}/s)`);
+      if (!e.bar) log(`${task}: ${e.done} ${e.unit} in ${secs.toFixed(1)} s (${(e.done / Math.max(secs, 1e-9)).toFixed(1)} ${e.unit}/s)`);
       bars.delete(task);
     },
     info: (m) => log(m),
