@@ -29,6 +29,8 @@ export interface ModelRef {
   featureTensor: string;
   /** Tensor holding class scores, when the model is a classifier. */
   logitsTensor?: string;
+  /** The class scores already went through a Softmax in the graph (so they are probabilities). */
+  logitsAreProbabilities: boolean;
   labels?: string[];
 }
 
@@ -119,5 +121,7 @@ export async function resolveModel(source: string, opts: ResolveOptions = {}): P
     const n = lastDim(onnx.info, logits);
     if (n !== undefined) labels = await defaultLabels(n);
   }
-  return { source, path, onnx, spec, specSource, warnings, featureTensor: feature, logitsTensor: logits, labels };
+  const producer = logits ? onnx.info.nodes.find((n) => n.outputs.includes(logits!)) : undefined;
+  const logitsAreProbabilities = producer?.opType === 'Softmax';
+  return { source, path, onnx, spec, specSource, warnings, featureTensor: feature, logitsTensor: logits, logitsAreProbabilities, labels };
 }

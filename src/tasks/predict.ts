@@ -52,7 +52,7 @@ export async function predict(target: string, inputs: string[], opts: PredictOpt
     }
     const res = await runExtraction(backbone, paths, { ...common, tensor: 'logits' });
     const n = res.kept.length;
-    const proba = n ? softmaxRows(res.features, n) : new Float32Array(0);
+    const proba = backbone.ref.logitsAreProbabilities ? res.features : n ? softmaxRows(res.features, n) : new Float32Array(0);
     const c = res.dim;
     const predictions = res.kept.map((idx, i) => ({
       path: paths[idx]!,
