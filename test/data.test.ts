@@ -84,7 +84,7 @@ describe('findImages', () => {
       'sub/f.avif',
       'sub/g.TIF',
     ]);
-    assert.ok(files.every((f) => f.startsWith('/')));
+    assert.ok(files.every((f) => f.startsWith('/')), 'files.every((f) => f.startsWith(\'/\'))');
     assert.deepEqual(
       skipped.map((s) => [s.path.slice(root.length + 1), s.reason]),
       [
@@ -398,12 +398,12 @@ describe('stratifiedSplit', () => {
     assert.equal(count(val, 3), 0);
     assert.equal(count(train, 3), 1);
     const t = new Set(train);
-    assert.ok(val.every((v) => !t.has(v)));
+    assert.ok(val.every((v) => !t.has(v)), 'val.every((v) => !t.has(v))');
     assert.equal(train.length + val.length, items.length);
     assert.deepEqual(new Set([...train, ...val]), new Set(items));
     const pos = new Map(items.map((it, i) => [it, i]));
     for (const side of [train, val]) {
-      for (let i = 1; i < side.length; i++) assert.ok(pos.get(side[i - 1])! < pos.get(side[i])!);
+      for (let i = 1; i < side.length; i++) assert.ok(pos.get(side[i - 1])! < pos.get(side[i])!, 'pos.get(side[i - 1])! < pos.get(side[i])!');
     }
   });
 
@@ -458,8 +458,8 @@ describe('real data (GRAFT_SHARED)', () => {
     assert.equal(ds.classes.length, 37);
     assert.equal(ds.items.length, 594);
     assert.deepEqual(ds.skipped, []);
-    assert.ok(ds.items.every((i) => i.path.startsWith(join(pets, 'images') + '/')));
-    assert.ok(!ds.items.some((i) => i.path.includes('/quirks/')));
+    assert.ok(ds.items.every((i) => i.path.startsWith(join(pets, 'images') + '/')), 'ds.items.every((i) => i.path.startsWith(join(pets, \'images\') + \'...');
+    assert.ok(!ds.items.some((i) => i.path.includes('/quirks/')), '!ds.items.some((i) => i.path.includes(\'/quirks/\'))');
     assert.equal(ds.classes[0], 'Abyssinian');
     assert.equal(ds.classes[1], 'american_bulldog');
     assert.equal(ds.classes[36], 'yorkshire_terrier');

@@ -54,7 +54,7 @@ describe('model by URL', () => {
     const a = await downloadToCache(`${base}/tiny.onnx`);
     const b = await downloadToCache(`${base}/tiny.onnx`);
     assert.equal(a, b);
-    assert.ok(a.startsWith(home));
+    assert.ok(a.startsWith(home), 'a.startsWith(home)');
     assert.deepEqual(await readFile(a), tiny);
     assert.equal(hits.filter((h) => h === '/tiny.onnx').length, 1);
   });

@@ -159,7 +159,7 @@ describe('extraction', () => {
       assert.equal(cache3.corrupt, 1);
       assert.equal(third.computed + third.fromCache, 5);
       assert.equal(third.computed, first.computed === 5 ? third.computed : -1);
-      assert.ok(third.computed >= 0 && third.computed <= 1);
+      assert.ok(third.computed >= 0 && third.computed <= 1, 'third.computed >= 0 && third.computed <= 1');
       assert.deepEqual(Array.from(third.features), Array.from(first.features));
     } finally {
       await bb.dispose();
@@ -180,8 +180,8 @@ describe('extraction', () => {
 
   test('softmax rows sum to one and keep the order', () => {
     const p = softmaxRows(new Float32Array([1, 2, 3, 0, 0, 0]), 2);
-    assert.ok(Math.abs(p[0]! + p[1]! + p[2]! - 1) < 1e-6);
-    assert.ok(p[2]! > p[1]! && p[1]! > p[0]!);
-    assert.ok(Math.abs(p[3]! - 1 / 3) < 1e-6);
+    assert.ok(Math.abs(p[0]! + p[1]! + p[2]! - 1) < 1e-6, 'Math.abs(p[0]! + p[1]! + p[2]! - 1) < 1e-6');
+    assert.ok(p[2]! > p[1]! && p[1]! > p[0]!, 'p[2]! > p[1]! && p[1]! > p[0]!');
+    assert.ok(Math.abs(p[3]! - 1 / 3) < 1e-6, 'Math.abs(p[3]! - 1 / 3) < 1e-6');
   });
 });

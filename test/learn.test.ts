@@ -62,7 +62,7 @@ describe('random', () => {
     const xs = Array.from({ length: 1000 }, () => a());
     assert.deepEqual(xs, Array.from({ length: 1000 }, () => b()));
     assert.notDeepEqual(xs.slice(0, 10), Array.from({ length: 10 }, () => c()));
-    assert.ok(xs.every((v) => v >= 0 && v < 1));
+    assert.ok(xs.every((v) => v >= 0 && v < 1), 'xs.every((v) => v >= 0 && v < 1)');
     const mean = xs.reduce((s, v) => s + v, 0) / xs.length;
     assert.ok(Math.abs(mean - 0.5) < 0.05, `mean ${mean}`);
   });
@@ -108,7 +108,7 @@ describe('dense head gradients', () => {
           checked++;
         }
       }
-      assert.ok(checked > 10);
+      assert.ok(checked > 10, 'checked > 10');
     });
   }
 });
@@ -126,13 +126,13 @@ describe('trainHead', () => {
       assert.deepEqual(res.head.classes, ABC);
       const p = res.head.predictProba(easy.val.x, easy.val.n);
       assert.equal(p.length, easy.val.n * 3);
-      for (let i = 0; i < easy.val.n; i++) assert.ok(Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5);
+      for (let i = 0; i < easy.val.n; i++) assert.ok(Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5, 'Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5');
       // history is consistent with what was reported
       const logged: EpochLog[] = [];
       const again = await trainHead(easy.train, easy.val, ABC, { kind, epochs: 5, hidden: 64, onEpoch: (e) => logged.push(e) });
       assert.deepEqual(logged, again.history);
       assert.deepEqual(logged.map((e) => e.epoch), [1, 2, 3, 4, 5]);
-      assert.ok(logged.every((e) => e.lr === 1e-3 && e.valLoss !== undefined && e.valAcc !== undefined));
+      assert.ok(logged.every((e) => e.lr === 1e-3 && e.valLoss !== undefined && e.valAcc !== undefined), 'logged.every((e) => e.lr === 1e-3 && e.valLoss !== undefined && e.v...');
     }
   });
 
@@ -157,7 +157,7 @@ describe('trainHead', () => {
       const p = res.head.predictProba(val.x, val.n);
       const acc = accuracyOf(p, val.y, 3);
       assert.ok(acc > 0.9, `${vote}: kNN few-shot accuracy ${acc}`);
-      for (let i = 0; i < val.n; i++) assert.ok(Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5);
+      for (let i = 0; i < val.n; i++) assert.ok(Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5, 'Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5');
     }
     // a training point is its own nearest neighbour: with k = 1 it is predicted with certainty
     const one = await trainHead(train, undefined, ABC, { kind: 'knn', k: 1 });
@@ -194,7 +194,7 @@ describe('trainHead', () => {
     const losses = res.history.map((h) => h.valLoss!);
     const minLoss = Math.min(...losses);
     assert.equal(losses.indexOf(minLoss) + 1, res.bestEpoch);
-    assert.ok(losses[losses.length - 1] > minLoss);
+    assert.ok(losses[losses.length - 1] > minLoss, 'losses[losses.length - 1] > minLoss');
     // the returned head has the best epoch's weights: its validation loss is exactly the best one
     const p = res.head.predictProba(val.x, val.n);
     assert.equal(logLoss(p, val.y, 2), minLoss);
@@ -207,7 +207,7 @@ describe('trainHead', () => {
     assert.equal(res.history.length, 7);
     assert.equal(res.bestEpoch, 7);
     assert.equal(res.stoppedEarly, false);
-    assert.ok(res.history.every((h) => h.valLoss === undefined && h.valAcc === undefined));
+    assert.ok(res.history.every((h) => h.valLoss === undefined && h.valAcc === undefined), 'res.history.every((h) => h.valLoss === undefined && h.valAcc === un...');
   });
 
   it('rejects inconsistent input with a clear error', async () => {
@@ -311,7 +311,7 @@ describe('metrics', () => {
     close(e.perClass[2].recall, 1);
     close(e.perClass[2].f1, 2 / 3);
     const expectedLogLoss = -(Math.log(0.7) + Math.log(0.5) + Math.log(0.25) + Math.log(0.8) + Math.log(0.15) + Math.log(0.6)) / 6;
-    assert.ok(Math.abs(e.logLoss - expectedLogLoss) < 1e-6);
+    assert.ok(Math.abs(e.logLoss - expectedLogLoss) < 1e-6, 'Math.abs(e.logLoss - expectedLogLoss) < 1e-6');
     assert.deepEqual(
       e.mostConfidentlyWrong.map((w) => [w.index, w.path, w.trueClass, w.predictedClass]),
       [
@@ -348,8 +348,8 @@ describe('charts', () => {
       const classes = Array.from({ length: 37 }, (_, i) => (i === 5 ? 'cats & <dogs> "quoted"' : `class_number_${i}_with_a_long_name`));
       const confusion = classes.map((_, i) => classes.map((__, j) => (i === j ? 10 + i : (i + j) % 7 === 0 ? 2 : 0)));
       const { svg, width, height } = confusionMatrixSvg(confusion, classes, 'validation');
-      assert.ok(svg.includes('cats &amp; &lt;dogs&gt; &quot;quoted&quot;'));
-      assert.ok(!svg.includes('<dogs>'));
+      assert.ok(svg.includes('cats &amp; &lt;dogs&gt; &quot;quoted&quot;'), 'svg.includes(\'cats &amp; &lt;dogs&gt; &quot;quoted&quot;\')');
+      assert.ok(!svg.includes('<dogs>'), '!svg.includes(\'<dogs>\')');
       const p1 = join(dir, 'confusion.png');
       const size = await confusionMatrixPng(confusion, classes, p1, 'validation');
       assert.deepEqual(size, { width, height });
@@ -357,7 +357,7 @@ describe('charts', () => {
       assert.equal(m1.format, 'png');
       assert.equal(m1.width, width);
       assert.equal(m1.height, height);
-      assert.ok(width >= 37 * 18 && height >= 37 * 18);
+      assert.ok(width >= 37 * 18 && height >= 37 * 18, 'width >= 37 * 18 && height >= 37 * 18');
 
       const history: EpochLog[] = Array.from({ length: 30 }, (_, i) => ({
         epoch: i + 1,
@@ -387,7 +387,7 @@ describe('charts', () => {
 
       // no validation: still renders, without a best-epoch marker
       const noVal = history.map(({ epoch, trainLoss, trainAcc, lr }) => ({ epoch, trainLoss, trainAcc, lr }));
-      assert.ok(!trainingCurveSvg(noVal).svg.includes('best epoch'));
+      assert.ok(!trainingCurveSvg(noVal).svg.includes('best epoch'), '!trainingCurveSvg(noVal).svg.includes(\'best epoch\')');
       assert.throws(() => trainingCurveSvg([]), /no epochs/);
       assert.throws(() => confusionMatrixSvg([[1, 2]], ['a', 'b']), /2 × 2/);
     } finally {

@@ -40,7 +40,7 @@ describe('shared MobileNet v1 0.75 on ONNX Runtime', { skip: SKIP_SHARED }, () =
       assert.ok(Math.abs(sum - golden.features_sum) < 1e-2, `feature sum ${sum} vs ${golden.features_sum}`);
       const top = topK(softmaxRows(out.logits!.data, 1), bb.ref.labels, 5);
       assert.deepEqual(top.map((t) => t.index), golden.top5.map((t: [number, number]) => t[0]));
-      top.forEach((t, i) => assert.ok(Math.abs(t.probability - golden.top5[i][1]) < 1e-4));
+      top.forEach((t, i) => assert.ok(Math.abs(t.probability - golden.top5[i][1]) < 1e-4), 'Math.abs(t.probability - golden.top5[i][1]) < 1e-4)');
     } finally {
       await bb.dispose();
     }

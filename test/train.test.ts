@@ -56,7 +56,7 @@ describe('train / eval / predict on a model built in the test', () => {
     for (const png of ['confusion.png', 'training-curve.png']) {
       const meta = await sharp(join(out, png)).metadata();
       assert.equal(meta.format, 'png');
-      assert.ok((meta.width ?? 0) > 200);
+      assert.ok((meta.width ?? 0) > 200, '(meta.width ?? 0) > 200');
     }
 
     // The readable awkward files are classified as their colour: orientation/colour conversion kept them red.
