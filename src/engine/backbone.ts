@@ -2,7 +2,7 @@ import type { PreprocessSpec } from '../image/spec.js';
 import { resolveModel, ModelRef, ResolveOptions } from '../models/resolve.js';
 import { ExtractOptions, ExtractResult, extractFeatures } from './extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from './feature-cache.js';
-import { OrtModel, OrtOptions } from './ort.js';
+import { OrtModel, type OrtOptions, type OrtRunner } from './ort.js';
 
 export interface BackboneOptions extends ResolveOptions, OrtOptions {}
 
@@ -34,7 +34,7 @@ export function topK(proba: Float32Array, labels: string[] | undefined, k: numbe
  * classifier, class scores. One session computes both tensors in one pass.
  */
 export class Backbone {
-  private constructor(readonly ref: ModelRef, readonly ort: OrtModel) {}
+  private constructor(readonly ref: ModelRef, readonly ort: OrtRunner) {}
 
   static async load(source: string, opts: BackboneOptions = {}): Promise<Backbone> {
     const ref = await resolveModel(source, opts);

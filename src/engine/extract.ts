@@ -3,7 +3,7 @@ import type { DecodeOptions } from '../image/decode.js';
 import { loadInto } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import type { FeatureCache } from './feature-cache.js';
-import type { OrtModel } from './ort.js';
+import type { OrtRunner } from './ort.js';
 
 export interface Skipped { path: string; reason: string }
 
@@ -44,7 +44,7 @@ function inputShape(spec: PreprocessSpec, n: number): number[] {
  * are skipped and reported; the cache, when given, serves and stores rows (and skip reasons).
  */
 export async function extractFeatures(
-  model: OrtModel,
+  model: OrtRunner,
   tensor: string,
   spec: PreprocessSpec,
   paths: string[],
@@ -84,23 +84,29 @@ export async function extractFeatures(
     return { slots, input: input.subarray(0, n * per), n };
   };
 
+  // A job decodes a batch, then runs it. Jobs for the next batches start while earlier ones run, as many as the
+  // runner can overlap plus one decoding ahead; results are taken in order.
+  const run = async (start: number) => {
+    const cur = await prepare(start);
+    const res = cur.n > 0 ? await model.run(cur.input, inputShape(spec, cur.n)) : undefined;
+    return { cur, out: res?.[tensor]?.data };
+  };
+  const ahead = Math.max(1, model.concurrency) + 1;
+  const jobs: Promise<Awaited<ReturnType<typeof run>>>[] = [];
+  const starts: number[] = [];
+  for (let s = 0; s < paths.length; s += batchSize) starts.push(s);
   const rows: Float32Array[] = [];
   const kept: number[] = [];
   const skipped: Skipped[] = [];
   let dim = 0;
   let fromCache = 0;
   let computed = 0;
-  let next: Promise<Prepared> | undefined = paths.length ? prepare(0) : undefined;
-  for (let start = 0; start < paths.length; start += batchSize) {
-    const cur = await next!;
-    next = start + batchSize < paths.length ? prepare(start + batchSize) : undefined;
-    let out: Float32Array | undefined;
-    if (cur.n > 0) {
-      const res = await model.run(cur.input, inputShape(spec, cur.n));
-      const t = res[tensor]!;
-      out = t.data;
-      dim = t.data.length / cur.n;
-    }
+  for (let b = 0; b < starts.length; b++) {
+    for (let j = jobs.length; j < Math.min(starts.length, b + ahead); j++) jobs.push(run(starts[j]!));
+    const start = starts[b]!;
+    const { cur, out } = await jobs[b]!;
+    jobs[b] = undefined as never; // let the batch be collected
+    if (out) dim = out.length / cur.n;
     const puts: Promise<void>[] = [];
     cur.slots.forEach((s, i) => {
       const path = paths[start + i]!;

@@ -1,51 +1,89 @@
 import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { GraftError } from '../errors.js';
 import { cutAt, LoadedOnnx } from '../models/onnx-file.js';
 
 export interface OrtOptions {
-  /** Intra-op threads; default: all cores. */
+  /** CPU threads to use in all; default: all cores. */
   threads?: number;
+  /**
+   * How the threads are used. 'workers' (default when threads > 1): one single-threaded session per thread, each in
+   * a worker thread, so whole batches run side by side. On this 2-core machine that is 1.35x the throughput of one
+   * session with 2 intra-op threads (onnxruntime-node runs a session synchronously, so in-process sessions cannot
+   * overlap). 'intra-op': one session in this thread using `threads` intra-op threads (lowest latency for 1 image).
+   */
+  parallelism?: 'workers' | 'intra-op';
+  /**
+   * Let idle ORT threads spin-wait for work (lower latency per op, but they burn the CPU that image decoding
+   * needs between batches). Default from GRAFT_ORT_SPIN=1, else off.
+   */
+  spinning?: boolean;
 }
 
 export interface OutputTensor { data: Float32Array; dims: number[] }
 
-/**
- * A forward-only ONNX Runtime session that returns the requested tensors (graph outputs or any inner tensor: the
- * graph is cut there). One input, batched along the first axis.
- */
-export class OrtModel {
-  readonly inputName: string;
+/** Something that runs a batch through an ONNX graph and returns the requested tensors. */
+export interface OrtRunner {
   readonly outputs: string[];
-  readonly threads: number;
-  private constructor(private session: ort.InferenceSession, outputs: string[], threads: number) {
-    this.inputName = session.inputNames[0]!;
-    this.outputs = outputs;
-    this.threads = threads;
-  }
+  /** How many `run` calls can usefully be in flight at once. */
+  readonly concurrency: number;
+  run(data: Float32Array, shape: number[]): Promise<Record<string, OutputTensor>>;
+  dispose(): Promise<void>;
+}
 
-  static async create(model: LoadedOnnx, outputs: string[], opts: OrtOptions = {}): Promise<OrtModel> {
-    const graphOutputs = model.info.outputs.map((o) => o.name);
-    const same = outputs.length === graphOutputs.length && outputs.every((o) => graphOutputs.includes(o));
-    const bytes = same ? model.bytes : cutAt(model, outputs);
+export function sessionOptions(threads: number, spinning: boolean): ort.InferenceSession.SessionOptions {
+  const spin = spinning ? '1' : '0';
+  return {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    enableCpuMemArena: true,
+    // Memory patterns are planned per batch size; extraction sees many sizes (cache hits, skipped files), and each
+    // plan keeps its own buffers: off saves ~100 MB with no measurable loss in speed here.
+    enableMemPattern: false,
+    extra: { session: { intra_op: { allow_spinning: spin }, inter_op: { allow_spinning: spin } } },
+  };
+}
+
+export function ortLoadError(path: string, err: unknown): GraftError {
+  return new GraftError(`${path}: ONNX Runtime cannot load this model: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
+}
+
+/** The model bytes whose outputs are exactly `outputs` (the original bytes when nothing needs cutting). */
+function bytesFor(model: LoadedOnnx, outputs: string[]): Uint8Array {
+  const graphOutputs = model.info.outputs.map((o) => o.name);
+  const same = outputs.length === graphOutputs.length && outputs.every((o) => graphOutputs.includes(o));
+  return same ? model.bytes : cutAt(model, outputs);
+}
+
+/**
+ * A forward-only ONNX Runtime model returning the requested tensors (graph outputs or any inner tensor: the graph is
+ * cut there). One input, batched along the first axis.
+ */
+export class OrtModel implements OrtRunner {
+  readonly concurrency = 1;
+  private constructor(private session: ort.InferenceSession, readonly outputs: string[]) {}
+
+  /** The best runner for batch throughput with `opts` (a worker pool unless one thread or 'intra-op'). */
+  static async create(model: LoadedOnnx, outputs: string[], opts: OrtOptions = {}): Promise<OrtRunner> {
     const threads = opts.threads ?? availableParallelism();
+    const spinning = opts.spinning ?? process.env.GRAFT_ORT_SPIN === '1';
+    const mode = opts.parallelism ?? (process.env.GRAFT_ORT_PARALLELISM as OrtOptions['parallelism']) ?? 'workers';
+    const bytes = bytesFor(model, outputs);
+    if (threads > 1 && mode === 'workers') return OrtWorkerPool.create(model.info.path, bytes, outputs, threads, spinning);
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, {
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
-      });
+      session = await ort.InferenceSession.create(bytes, sessionOptions(threads, spinning));
     } catch (err) {
-      throw new GraftError(`${model.info.path}: ONNX Runtime cannot load this model: ${(err as Error).message.split('\n')[0]}`);
+      throw ortLoadError(model.info.path, err);
     }
-    return new OrtModel(session, outputs, threads);
+    return new OrtModel(session, outputs);
   }
 
-  /** Run a batch of `n` inputs laid out as `shape` (first dim = n). */
   async run(data: Float32Array, shape: number[]): Promise<Record<string, OutputTensor>> {
-    const feeds = { [this.inputName]: new ort.Tensor('float32', data, shape) };
+    const feeds = { [this.session.inputNames[0]!]: new ort.Tensor('float32', data, shape) };
     const res = await this.session.run(feeds, this.outputs);
     const out: Record<string, OutputTensor> = {};
     for (const name of this.outputs) {
@@ -57,5 +95,129 @@ export class OrtModel {
 
   async dispose(): Promise<void> {
     await this.session.release();
+  }
+}
+
+type WorkerReply =
+  | { type: 'ready' }
+  | { type: 'result'; id: number; out: Record<string, OutputTensor> }
+  | { type: 'error'; id: number; message: string };
+
+interface Pending { resolve: (v: Record<string, OutputTensor>) => void; reject: (e: Error) => void }
+
+function workerUrl(): URL {
+  // Under tsx the sources are .ts; once built they are .js.
+  return new URL(import.meta.url.endsWith('.ts') ? './ort-worker.ts' : './ort-worker.js', import.meta.url);
+}
+
+/** N single-threaded sessions in worker threads; each `run` goes to an idle worker (or waits for one). */
+export class OrtWorkerPool implements OrtRunner {
+  private idle: Worker[] = [];
+  private waiting: (() => void)[] = [];
+  private pending = new Map<number, Pending>();
+  private nextId = 0;
+  private constructor(private workers: Worker[], readonly outputs: string[]) {
+    this.idle = [...workers];
+    for (const w of workers) {
+      w.on('message', (m: WorkerReply) => {
+        if (m.type === 'ready') return;
+        const p = this.pending.get(m.id);
+        if (!p) return;
+        this.pending.delete(m.id);
+        if (m.type === 'result') p.resolve(m.out);
+        else p.reject(new GraftError(`ONNX Runtime failed: ${m.message}`));
+      });
+      w.on('error', (err) => {
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
+      });
+    }
+  }
+
+  /** Each batch already uses every worker; one more batch in flight keeps them fed while the next is decoded. */
+  get concurrency(): number {
+    return 2;
+  }
+
+  static async create(path: string, bytes: Uint8Array, outputs: string[], n: number, spinning: boolean): Promise<OrtWorkerPool> {
+    const url = workerUrl();
+    const workerData = { bytes, outputs, spinning };
+    // Running from .ts sources (tests, tsx): the worker registers tsx itself, as loaders do not reliably reach workers.
+    const fromSource = url.pathname.endsWith('.ts');
+    const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
+    const workers = Array.from({ length: n }, () => (fromSource ? new Worker(boot, { eval: true, workerData }) : new Worker(url, { workerData })));
+    try {
+      await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<void>((resolve, reject) => {
+              w.once('message', (m: WorkerReply) => (m.type === 'ready' ? resolve() : reject(ortLoadError(path, m.type === 'error' ? m.message : m))));
+              w.once('error', (err) => reject(ortLoadError(path, err)));
+            }),
+        ),
+      );
+    } catch (err) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw err;
+    }
+    return new OrtWorkerPool(workers, outputs);
+  }
+
+  private async acquire(): Promise<Worker> {
+    while (this.idle.length === 0) await new Promise<void>((r) => this.waiting.push(r));
+    return this.idle.pop()!;
+  }
+
+  private release(w: Worker): void {
+    this.idle.push(w);
+    this.waiting.shift()?.();
+  }
+
+  /**
+   * Run a batch split across the workers (each takes an equal slice), so that each session only ever holds the
+   * activations of batch/N images: the pool then needs no more memory than one session with the whole batch.
+   */
+  async run(data: Float32Array, shape: number[]): Promise<Record<string, OutputTensor>> {
+    const n = shape[0]!;
+    const parts = Math.min(this.workers.length, n);
+    if (parts <= 1) return this.runOn(data, shape);
+    const per = data.length / n;
+    const chunk = Math.ceil(n / parts);
+    const slices: Promise<Record<string, OutputTensor>>[] = [];
+    for (let s = 0; s < n; s += chunk) {
+      const m = Math.min(chunk, n - s);
+      slices.push(this.runOn(data.slice(s * per, (s + m) * per), [m, ...shape.slice(1)]));
+    }
+    const results = await Promise.all(slices);
+    const out: Record<string, OutputTensor> = {};
+    for (const name of this.outputs) {
+      const total = results.reduce((a, r) => a + r[name]!.data.length, 0);
+      const joined = new Float32Array(total);
+      let o = 0;
+      for (const r of results) {
+        joined.set(r[name]!.data, o);
+        o += r[name]!.data.length;
+      }
+      out[name] = { data: joined, dims: [n, ...results[0]![name]!.dims.slice(1)] };
+    }
+    return out;
+  }
+
+  private async runOn(data: Float32Array, shape: number[]): Promise<Record<string, OutputTensor>> {
+    const w = await this.acquire();
+    try {
+      const id = this.nextId++;
+      // Hand the batch over without copying when it owns its whole buffer; else a copy is sent.
+      const owns = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+      const result = new Promise<Record<string, OutputTensor>>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+      w.postMessage({ type: 'run', id, data, shape }, owns ? [data.buffer as ArrayBuffer] : []);
+      return await result;
+    } finally {
+      this.release(w);
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

@@ -1,0 +1,30 @@
+/** One single-threaded ONNX Runtime session in a worker thread (see OrtWorkerPool). */
+import { parentPort, workerData } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import { sessionOptions } from './ort.js';
+
+const { bytes, outputs, spinning } = workerData as { bytes: Uint8Array; outputs: string[]; spinning: boolean };
+const port = parentPort!;
+
+try {
+  const session = await ort.InferenceSession.create(bytes, sessionOptions(1, spinning));
+  const input = session.inputNames[0]!;
+  port.on('message', async (m: { type: 'run'; id: number; data: Float32Array; shape: number[] }) => {
+    try {
+      const res = await session.run({ [input]: new ort.Tensor('float32', m.data, m.shape) }, outputs);
+      const out: Record<string, { data: Float32Array; dims: number[] }> = {};
+      const transfer: ArrayBuffer[] = [];
+      for (const name of outputs) {
+        const data = (res[name]!.data as Float32Array).slice();
+        out[name] = { data, dims: res[name]!.dims.map(Number) };
+        transfer.push(data.buffer);
+      }
+      port.postMessage({ type: 'result', id: m.id, out }, transfer);
+    } catch (err) {
+      port.postMessage({ type: 'error', id: m.id, message: String((err as Error)?.message ?? err) });
+    }
+  });
+  port.postMessage({ type: 'ready' });
+} catch (err) {
+  port.postMessage({ type: 'error', id: -1, message: String((err as Error)?.message ?? err) });
+}
