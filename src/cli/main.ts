@@ -8,20 +8,8 @@ import { layers } from '../tasks/layers.js';
 import type { Evaluation } from '../learn/metrics.js';
 import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, ModelFlags } from './options.js';
 import { cliReporter } from './progress.js';
-
-interface Common { json?: boolean; quiet?: boolean }
-
-function out(s: string): void {
-  process.stdout.write(s + '\n');
-}
-
-function printJson(value: unknown): void {
-  out(JSON.stringify(value, null, 2));
-}
-
-function pct(x: number): string {
-  return (100 * x).toFixed(2) + '%';
-}
+import { out, pct, printJson, withCommon, type Common } from './output.js';
+import { COMMANDS } from './commands/index.js';
 
 function summariseEvaluation(e: Evaluation): void {
   out(`accuracy ${pct(e.accuracy)}  balanced accuracy ${pct(e.balancedAccuracy)}  log loss ${e.logLoss.toFixed(4)}  (${e.n} images)`);
@@ -47,8 +35,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ outputError: (s, write) => write(s) });
-  const common = (c: Command) =>
-    c.option('--json', 'print the result as JSON on stdout (logs go to stderr)').option('-q, --quiet', 'no progress or info on stderr');
+  const common = withCommon;
 
   addModelOptions(
     common(
@@ -202,6 +189,7 @@ export function buildProgram(): Command {
     for (const n of res.nodes) out(`  ${n.opType.padEnd(20)} ${n.name}  -> ${n.outputs.join(', ')}`);
   });
 
+  for (const register of COMMANDS) register(program);
   return program;
 }
 
