@@ -1,4 +1,4 @@
-import { PreprocessSpec, PreprocessSpecSchema, IMAGENET_MEAN_STD, RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1 } from '../image/spec.js';
+import { defaultSpec, PreprocessSpec, RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1 } from '../image/spec.js';
 import type { OnnxInfo } from './onnx-file.js';
 
 export interface DerivedSpec { spec: PreprocessSpec; source: string; warnings: string[] }
@@ -66,16 +66,7 @@ export function derivePreprocess(
     warnings.push(`${info.path}: the model does not say how to normalise its input; using ImageNet mean/std (set --mean/--std or --range)`);
   }
   if (!known('size')) warnings.push(`${info.path}: input size unknown; using 224x224 (set --size)`);
-  const spec = PreprocessSpecSchema.parse({
-    size: [224, 224],
-    cropPct: null,
-    interpolation: 'bilinear',
-    mean: [...IMAGENET_MEAN_STD.mean],
-    std: [...IMAGENET_MEAN_STD.std],
-    layout: 'NCHW',
-    channelOrder: 'RGB',
-    ...merged,
-  });
+  const spec = defaultSpec(merged);
   const sources = [
     Object.keys(overrides).length ? 'flags' : '',
     sidecar ? 'sidecar config' : '',

@@ -20,6 +20,12 @@ export interface PredictOptions {
 export interface FilePrediction { path: string; top: Prediction[] }
 export interface PredictResult { kind: 'run' | 'model'; predictions: FilePrediction[]; skipped: Skipped[] }
 
+/** The top classes of each kept image, from rows of probabilities. */
+function ranked(proba: Float32Array, kept: number[], paths: string[], labels: string[] | undefined, top: number): FilePrediction[] {
+  const c = kept.length ? proba.length / kept.length : 0;
+  return kept.map((idx, i) => ({ path: paths[idx]!, top: topK(proba.subarray(i * c, (i + 1) * c), labels, Math.min(top, c)) }));
+}
+
 /**
  * Classify image files (or folders of them) with a trained run directory or a bare classifier model (path or URL).
  */
@@ -34,12 +40,7 @@ export async function predict(target: string, inputs: string[], opts: PredictOpt
     try {
       const res = await runExtraction(backbone, paths, common);
       const proba = run.head.predictProba(res.features, res.kept.length);
-      const c = run.config.classes.length;
-      const predictions = res.kept.map((idx, i) => ({
-        path: paths[idx]!,
-        top: topK(proba.subarray(i * c, (i + 1) * c), run.config.classes, Math.min(top, c)),
-      }));
-      return { kind: 'run', predictions, skipped: [...files.skipped, ...res.skipped] };
+      return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped] };
     } finally {
       await backbone.dispose();
     }
@@ -53,12 +54,7 @@ export async function predict(target: string, inputs: string[], opts: PredictOpt
     const res = await runExtraction(backbone, paths, { ...common, tensor: 'logits' });
     const n = res.kept.length;
     const proba = backbone.ref.logitsAreProbabilities ? res.features : n ? softmaxRows(res.features, n) : new Float32Array(0);
-    const c = res.dim;
-    const predictions = res.kept.map((idx, i) => ({
-      path: paths[idx]!,
-      top: topK(proba.subarray(i * c, (i + 1) * c), backbone.ref.labels, Math.min(top, c)),
-    }));
-    return { kind: 'model', predictions, skipped: [...files.skipped, ...res.skipped] };
+    return { kind: 'model', predictions: ranked(proba, res.kept, paths, backbone.ref.labels, top), skipped: [...files.skipped, ...res.skipped] };
   } finally {
     await backbone.dispose();
   }
