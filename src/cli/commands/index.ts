@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
+import { registerConvert } from './convert.js';
 
 /**
  * Commands that live in their own module: each exports `register(program)` adding one subcommand (use `withCommon`
  * from ../output.js for --json/--quiet and `addModelOptions` from ../options.js for model flags). Add new ones here.
  */
-export const COMMANDS: ((program: Command) => void)[] = [];
+export const COMMANDS: ((program: Command) => void)[] = [
+  registerConvert,
+];
