@@ -16,4 +16,6 @@ export { evalRun, type EvalRunOptions } from './tasks/evaluate.js';
 export { predict, type PredictOptions, type PredictResult } from './tasks/predict.js';
 export { extractDir, type ExtractDirOptions } from './tasks/extract.js';
 export { layers } from './tasks/layers.js';
+export { featureMaps, type FeatureMapsOptions, type FeatureMapsResult, type LayerMaps } from './vision/featuremaps.js';
+export { renderFeatureMapPng, writeFeatureMapPngs, featureMapPaths } from './vision/featuremap-png.js';
 export type { Reporter } from './tasks/reporter.js';

@@ -175,18 +175,25 @@ export function buildProgram(): Command {
   common(
     program
       .command('layers')
-      .description("list a model's inputs, outputs and nodes (names to use with --feature-node)")
+      .description("list a model's inputs, outputs and nodes with their output shapes (names to use with --feature-node and featuremaps --layer)")
       .argument('<model>', 'ONNX model (path or URL)')
-      .option('--all', 'list every node, not only those worth cutting at'),
-  ).action(async (model: string, o: Common & { all?: boolean }) => {
-    const res = await layers(model, { all: o.all });
+      .option('--all', 'list every node, not only those worth cutting at')
+      .option('--no-shapes', 'skip the forward pass (on a zero image) that finds each node\'s output shape'),
+  ).action(async (model: string, o: Common & { all?: boolean; shapes: boolean }) => {
+    const res = await layers(model, { all: o.all, shapes: o.shapes });
     if (o.json) return printJson(res);
     out(`${res.path}  (opset ${res.opset}, ${res.nodeCount} nodes, sha256 ${res.sha256.slice(0, 12)})`);
     out(`preprocessing: ${JSON.stringify(res.preprocess)} [${res.preprocessSource}]`);
     for (const i of res.inputs) out(`input   ${i.name} [${i.shape.join(', ')}]`);
     for (const t of res.outputs) out(`output  ${t.name} [${t.shape.join(', ')}]`);
     out(`features: ${res.featureTensor}${res.logitsTensor ? `   logits: ${res.logitsTensor}` : ''}`);
-    for (const n of res.nodes) out(`  ${n.opType.padEnd(20)} ${n.name}  -> ${n.outputs.join(', ')}`);
+    if (res.shapesError) process.stderr.write(`graft: no output shapes (${res.shapesError})\n`);
+    const dims = (s?: number[]) => (!s ? '' : s.length ? `[${s.join('x')}]` : 'scalar');
+    const shapeCol = Math.max(0, ...res.nodes.map((n) => dims(n.shape).length));
+    for (const n of res.nodes) {
+      const shape = shapeCol ? dims(n.shape).padEnd(shapeCol) + ' ' : '';
+      out(`  ${n.opType.padEnd(20)} ${shape}${n.name}  -> ${n.outputs.join(', ')}`);
+    }
   });
 
   for (const register of COMMANDS) register(program);

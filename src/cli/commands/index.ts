@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerConvert } from './convert.js';
+import { register as registerFeaturemaps } from './featuremaps.js';
 
 /**
  * Commands that live in their own module: each exports `register(program)` adding one subcommand (use `withCommon`
@@ -7,4 +8,5 @@ import { registerConvert } from './convert.js';
  */
 export const COMMANDS: ((program: Command) => void)[] = [
   registerConvert,
+  registerFeaturemaps,
 ];
