@@ -9,6 +9,8 @@ import { evalRun } from '../src/tasks/evaluate.js';
 import { extractDir } from '../src/tasks/extract.js';
 import { predict } from '../src/tasks/predict.js';
 import { trainRun } from '../src/tasks/train.js';
+import { renderReport } from '../src/tasks/report.js';
+import { mostConfused } from '../src/learn/metrics.js';
 import { colourImage, writeAwkwardFiles, type Rgb } from './helpers/images.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
@@ -53,7 +55,7 @@ describe('train / eval / predict on a model built in the test', () => {
     assert.equal(saved.length, 4);
     const run = await loadRun(out);
     assert.deepEqual(run.config.classes, ['blue', 'red']);
-    for (const png of ['confusion.png', 'training-curve.png']) {
+    for (const png of ['confusion.png', 'training-curve.png', 'top-losses.png']) {
       const meta = await sharp(join(out, png)).metadata();
       assert.equal(meta.format, 'png');
       assert.ok((meta.width ?? 0) > 200, '(meta.width ?? 0) > 200');
@@ -70,6 +72,26 @@ describe('train / eval / predict on a model built in the test', () => {
     assert.equal(ev.evaluation.n, 24);
     assert.equal(ev.evaluation.accuracy, 1);
     assert.equal((await sharp(join(ev.out, 'confusion.png')).metadata()).format, 'png');
+  });
+
+  test('report: one self-contained HTML page with the numbers and the pictures embedded', async () => {
+    const res = await renderReport(join(dir, 'run'));
+    const html = await readFile(res.out, 'utf8');
+    assert.match(html, /100\.0%<\/b><span>validation accuracy/);
+    assert.equal((html.match(/src="data:image\/png;base64,/g) ?? []).length, 3, 'curves, confusion, top losses embedded');
+    assert.doesNotMatch(html, /src="(?!data:)/, 'no external resources');
+    assert.match(html, /<td>red<\/td>/);
+    assert.match(html, /zero-bytes\.jpg/);
+  });
+
+  test('most confused pairs come from the off-diagonal cells, largest first', () => {
+    const pairs = mostConfused([[5, 2, 0], [4, 1, 1], [0, 2, 9]], ['a', 'b', 'c']);
+    assert.deepEqual(pairs, [
+      { trueClass: 'b', predictedClass: 'a', count: 4 },
+      { trueClass: 'a', predictedClass: 'b', count: 2 },
+      { trueClass: 'c', predictedClass: 'b', count: 2 },
+      { trueClass: 'b', predictedClass: 'c', count: 1 },
+    ]);
   });
 
   test('a seeded split when no --val is given; same seed, same result', async () => {

@@ -16,6 +16,8 @@ export {
   argmaxRows,
   evaluate,
   logLoss,
+  mostConfused,
+  type ConfusedPair,
   type ClassMetrics,
   type Evaluation,
   type WrongPrediction,

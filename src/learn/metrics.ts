@@ -38,6 +38,20 @@ export interface Evaluation {
   confusion: number[][];
   /** Wrong predictions, most confident first (ties: lower index first). */
   mostConfidentlyWrong: WrongPrediction[];
+  /** Off-diagonal cells of the confusion matrix, largest first (fastai's most_confused). */
+  mostConfused: ConfusedPair[];
+}
+
+export interface ConfusedPair { trueClass: string; predictedClass: string; count: number }
+
+/** The `k` largest off-diagonal cells (ties: by true then predicted class index). */
+export function mostConfused(confusion: number[][], classes: string[], k = 10): ConfusedPair[] {
+  const pairs: (ConfusedPair & { t: number; p: number })[] = [];
+  confusion.forEach((row, t) => row.forEach((count, p) => {
+    if (t !== p && count > 0) pairs.push({ trueClass: classes[t], predictedClass: classes[p], count, t, p });
+  }));
+  pairs.sort((a, b) => b.count - a.count || a.t - b.t || a.p - b.p);
+  return pairs.slice(0, k).map(({ trueClass, predictedClass, count }) => ({ trueClass, predictedClass, count }));
 }
 
 const EPS = 1e-15;
@@ -147,5 +161,6 @@ export function evaluate(
     perClass,
     confusion,
     mostConfidentlyWrong: wrong.slice(0, Math.max(0, topWrong)),
+    mostConfused: mostConfused(confusion, classes),
   };
 }

@@ -47,6 +47,7 @@ export const RUN_FILES = {
   skipped: 'skipped.json',
   confusion: 'confusion.png',
   curves: 'training-curve.png',
+  topLosses: 'top-losses.png',
 } as const;
 
 export async function isRunDir(dir: string): Promise<boolean> {

@@ -4,6 +4,7 @@ import { Backbone, BackboneOptions } from '../engine/backbone.js';
 import type { Skipped } from '../engine/extract.js';
 import { confusionMatrixPng } from '../learn/charts.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
+import { topLossesPng } from '../learn/top-losses.js';
 import { loadRun, type LoadedRun } from '../learn/run.js';
 import { GraftError } from '../errors.js';
 import { writeJsonAtomic } from '../util/fs.js';
@@ -54,6 +55,7 @@ export async function evalRun(runDir: string, data: string, opts: EvalRunOptions
     const skipped = [...ds.skipped, ...res.skipped];
     await writeJsonAtomic(join(out, 'metrics.json'), { data: resolve(data), evaluation, skipped });
     await confusionMatrixPng(evaluation.confusion, run.config.classes, join(out, 'confusion.png'), basename(resolve(data)));
+    await topLossesPng(evaluation.mostConfidentlyWrong, join(out, 'top-losses.png'), { title: `${basename(resolve(data))}: most confidently wrong` });
     return { evaluation, skipped, out };
   } finally {
     await backbone.dispose();

@@ -5,6 +5,7 @@ import type { ExtractResult, Skipped } from '../engine/extract.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
 import { trainHead, type TrainOptions, type Head, type EpochLog } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
+import { topLossesPng } from '../learn/top-losses.js';
 import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { join } from 'node:path';
@@ -126,6 +127,7 @@ export async function trainRun(opts: TrainRunOptions): Promise<TrainRunResult> {
     await writeJsonAtomic(join(opts.out, RUN_FILES.skipped), skipped);
     await confusionMatrixPng(validation.confusion, classes, join(opts.out, RUN_FILES.confusion), 'validation');
     if (trained.history.length > 0) await trainingCurvePng(trained.history, join(opts.out, RUN_FILES.curves));
+    await topLossesPng(validation.mostConfidentlyWrong, join(opts.out, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
     return {
       dir: opts.out,
       head: trained.head,

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerConvert } from './convert.js';
+import { registerReport } from './report.js';
 import { register as registerFeaturemaps } from './featuremaps.js';
 
 /**
@@ -8,5 +9,6 @@ import { register as registerFeaturemaps } from './featuremaps.js';
  */
 export const COMMANDS: ((program: Command) => void)[] = [
   registerConvert,
+  registerReport,
   registerFeaturemaps,
 ];
