@@ -9,6 +9,7 @@ export { OrtModel } from './engine/ort.js';
 export { resolveModel, type ModelRef, type ResolveOptions } from './models/resolve.js';
 export { loadOnnx, type OnnxInfo } from './models/onnx-file.js';
 export { imagenetClasses, readLabelsFile } from './models/labels.js';
+export { ModelStore, defaultStore, modelSourcePath, registerImporter, unregisterImporter, catalogEntries, findEntry, closeMatches, type CatalogEntry, type CatalogFile, type ModelFormat, type LabelSet, type Importer, type PulledModel, type StoreOptions, type StoredFile, type CachedModel } from './models/store.js';
 export * from './learn/index.js';
 export { loadRun, saveRun, isRunDir, type RunConfig, type LoadedRun } from './learn/run.js';
 export { trainRun, type TrainRunOptions, type TrainRunResult } from './tasks/train.js';

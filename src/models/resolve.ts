@@ -2,10 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { PreprocessSpec, PreprocessSpecSchema } from '../image/spec.js';
-import { DownloadProgress, downloadToCache, isUrl } from './download.js';
+import type { DownloadProgress } from './download.js';
 import { defaultLabels, readLabelsFile } from './labels.js';
 import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
 import { derivePreprocess } from './preprocess-from-model.js';
+import { modelSourcePath } from './store.js';
 
 /** A config file beside the model (`model.onnx.json`) saying what the model file cannot. */
 export const SidecarSchema = z.object({
@@ -109,9 +110,10 @@ function pickTensors(info: OnnxInfo, sidecar: Sidecar | undefined, opts: Resolve
   return { feature, logits };
 }
 
-/** Resolve "path | URL" to a local ONNX model with its preprocessing, labels and feature/logits tensors. */
+/** Resolve "path | URL | catalog name" to a local ONNX model with its preprocessing, labels and feature/logits tensors. */
 export async function resolveModel(source: string, opts: ResolveOptions = {}): Promise<ModelRef> {
-  const path = isUrl(source) ? await downloadToCache(source, { onProgress: opts.onDownload }) : source;
+  // A path, an http(s) URL or a catalog name (pulled into the store, converted to ONNX when it is not).
+  const path = await modelSourcePath(source, { onProgress: opts.onDownload });
   const onnx = await loadOnnx(path);
   const sidecar = await readSidecar(path);
   const { spec, source: specSource, warnings } = derivePreprocess(onnx.info, sidecar?.preprocess, opts.preprocess);
