@@ -8,6 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { loadTensor } from '../src/image/preprocess.js';
 import { importTfjsLayers } from '../src/models/importers/tfjs-layers.js';
 import { resolveModel } from '../src/models/resolve.js';
+import { Backbone } from '../src/engine/backbone.js';
 import { convertModel } from '../src/tasks/convert.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
@@ -53,6 +54,32 @@ describe('TF.js layers importer', { skip: SKIP_SHARED }, () => {
     assert.equal(ref.featureTensor, 'features');
     assert.equal(ref.logitsTensor, 'logits');
     assert.equal(ref.labels?.length, 1000);
+  });
+
+  test('the catalog entry mobilenet_v1_0.75_224 pulls the TF.js files from a mirror and imports them', async () => {
+    const saved = { home: process.env.GRAFT_HOME, mirror: process.env.GRAFT_MIRROR };
+    process.env.GRAFT_HOME = join(dir, 'home');
+    process.env.GRAFT_MIRROR = join(SHARED!, 'models');
+    try {
+      const bb = await Backbone.load('mobilenet_v1_0.75_224');
+      const ref = await Backbone.load(MOBILENET);
+      try {
+        assert.deepEqual(bb.spec, ref.spec);
+        const files = ['n02119022_red_fox.JPEG', 'n01443537_goldfish.JPEG'].map((f) => join(SHARED!, 'data', 'imagenet', 'samples', f));
+        const a = await bb.logits(files, { batchSize: 2 });
+        const r = await ref.logits(files, { batchSize: 2 });
+        const d = maxAbsDiff(a.features, r.features);
+        assert.ok(d < 1e-4, `logits max abs diff ${d}`);
+      } finally {
+        await bb.dispose();
+        await ref.dispose();
+      }
+    } finally {
+      if (saved.home === undefined) delete process.env.GRAFT_HOME;
+      else process.env.GRAFT_HOME = saved.home;
+      if (saved.mirror === undefined) delete process.env.GRAFT_MIRROR;
+      else process.env.GRAFT_MIRROR = saved.mirror;
+    }
   });
 
   test('untrusted model files: shard path leaving the folder, missing shard, wrong-size shard, garbage JSON', async () => {

@@ -7,6 +7,9 @@ import { defaultLabels, readLabelsFile } from './labels.js';
 import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
 import { derivePreprocess } from './preprocess-from-model.js';
 import { modelSourcePath } from './store.js';
+import { registerBuiltinImporters } from './importers/index.js';
+
+registerBuiltinImporters();
 
 /** A config file beside the model (`model.onnx.json`) saying what the model file cannot. */
 export const SidecarSchema = z.object({

@@ -547,10 +547,15 @@ export function defaultStore(): ModelStore {
   return new ModelStore(join(graftHome(), 'models'));
 }
 
-/** The sidecar written beside a catalog model: the catalog's preprocessing and, for ONNX releases, its node names. */
+/**
+ * The sidecar written beside a catalog model: the catalog's preprocessing and, for ONNX releases, its node names.
+ * For converted models (withNodes false) the tensor layout is the importer's, read from the ONNX input, not the
+ * release's (a TF.js model is NHWC; graft's importers write NCHW graphs).
+ */
 function sidecarFor(entry: CatalogEntry, withNodes: boolean): Record<string, unknown> {
+  const { layout, ...rest } = entry.preprocess as Record<string, unknown>;
   return {
-    preprocess: entry.preprocess,
+    preprocess: withNodes ? { layout, ...rest } : rest,
     ...(withNodes && entry.featureNode ? { featureOutput: entry.featureNode } : {}),
     ...(withNodes && entry.classifierNode ? { logitsOutput: entry.classifierNode } : {}),
   };

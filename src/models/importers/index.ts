@@ -1,0 +1,10 @@
+import { registerImporter } from '../store.js';
+import { importTfjsLayers } from './tfjs-layers.js';
+
+/** Bump when an importer's output changes, so converted models cached in the store are converted again. */
+const TFJS_LAYERS_VERSION = '1';
+
+/** Make the built-in importers available to resolveModel / the store (idempotent). */
+export function registerBuiltinImporters(): void {
+  registerImporter('tfjs-layers', importTfjsLayers, { version: TFJS_LAYERS_VERSION });
+}
