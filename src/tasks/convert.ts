@@ -2,12 +2,13 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GraftError } from '../errors.js';
 import { importTfjsLayers, isTfjsLayersModel } from '../models/importers/tfjs-layers.js';
+import { importTflite, isTfliteModel } from '../models/importers/tflite.js';
 import { parseOnnx } from '../models/onnx-file.js';
 import { writeFileAtomic } from '../util/fs.js';
 
-export interface ConvertResult { input: string; format: 'tfjs-layers'; out: string; bytes: number; outputs: string[]; seconds: number }
+export interface ConvertResult { input: string; format: 'tfjs-layers' | 'tflite'; out: string; bytes: number; outputs: string[]; seconds: number }
 
-/** Convert a model in another format to ONNX (today: TF.js layers models, a model.json or its folder). */
+/** Convert a model in another format to ONNX: TF.js layers models (a model.json or its folder) and TFLite files. */
 export async function convertModel(input: string, out: string): Promise<ConvertResult> {
   const t0 = performance.now();
   let st;
@@ -16,12 +17,19 @@ export async function convertModel(input: string, out: string): Promise<ConvertR
   } catch {
     throw new GraftError(`model not found: ${input}`);
   }
+  let format: ConvertResult['format'];
+  let bytes: Uint8Array;
   const modelJson = st.isDirectory() ? join(input, 'model.json') : input;
-  if (!(await isTfjsLayersModel(modelJson))) {
-    throw new GraftError(`${input}: not a model graft can convert (supported: TF.js layers model.json)`);
+  if (!st.isDirectory() && (/\.tflite$/i.test(input) || (await isTfliteModel(input)))) {
+    format = 'tflite';
+    bytes = await importTflite(input);
+  } else if (await isTfjsLayersModel(modelJson)) {
+    format = 'tfjs-layers';
+    bytes = await importTfjsLayers(modelJson);
+  } else {
+    throw new GraftError(`${input}: not a model graft can convert (supported: TF.js layers model.json, TFLite .tflite)`);
   }
-  const bytes = await importTfjsLayers(modelJson);
   const info = parseOnnx(bytes, out).info;
   await writeFileAtomic(out, bytes);
-  return { input, format: 'tfjs-layers', out, bytes: bytes.length, outputs: info.outputs.map((o) => o.name), seconds: (performance.now() - t0) / 1000 };
+  return { input, format, out, bytes: bytes.length, outputs: info.outputs.map((o) => o.name), seconds: (performance.now() - t0) / 1000 };
 }

@@ -44,6 +44,12 @@ export class OnnxBuilder {
     return name;
   }
 
+  /** An initializer of any element type (ONNX TensorProto.DataType code, e.g. 2 uint8, 3 int8) from raw little-endian bytes. */
+  raw(name: string, dataType: number, dims: number[], rawData: Uint8Array): string {
+    this.inits.push(onnx.TensorProto.create({ name, dims, dataType, rawData: rawData.slice() }));
+    return name;
+  }
+
   node(opType: string, inputs: string[], output: string, attrs: Record<string, Attr> = {}, name?: string): string {
     const attribute = Object.entries(attrs).map(([k, v]) => {
       if (typeof v === 'number') return { name: k, type: 2, i: v };
