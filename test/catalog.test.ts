@@ -196,7 +196,7 @@ describe('catalog models from a mirror', { skip: SKIP_SHARED }, () => {
       const ref = await resolveModel('mobilenet_v1_0.75_224');
       assert.ok(ref.path.startsWith(join(home, 'models', 'entries', 'mobilenet_v1_0.75_224')), ref.path);
       assert.match(ref.specSource, /sidecar config/);
-      assert.equal(ref.spec.layout, 'NHWC', 'the catalog entry says NHWC');
+      assert.equal(ref.spec.layout, 'NCHW', 'a converted model keeps the layout of the ONNX graph the importer wrote');
       assert.deepEqual(ref.spec.mean, [0.5, 0.5, 0.5]);
     } finally {
       unregisterImporter('tfjs-layers');
