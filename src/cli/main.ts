@@ -81,7 +81,7 @@ export function buildProgram(): Command {
           ...(o.patience !== undefined && { patience: o.patience as number }),
           ...(o.k !== undefined && { k: o.k as number }),
         },
-        backbone: backboneOptions(o),
+        backbone: backboneOptions(o, r),
         batchSize: o.batchSize,
         cache: cacheOption(o),
         reporter: r,
@@ -132,13 +132,14 @@ export function buildProgram(): Command {
         .option('--labels <file>', 'class names for a bare model (JSON array or one per line; default ImageNet-1k)'),
     ),
   ).action(async (target: string, images: string[], o: ModelFlags & Common & { top: number; labels?: string }) => {
+    const r = cliReporter({ quiet: o.quiet });
     const res = await predict(target, images, {
       top: o.top,
       labels: o.labels,
       batchSize: o.batchSize,
       cache: cacheOption(o),
-      backbone: backboneOptions(o),
-      reporter: cliReporter({ quiet: o.quiet }),
+      backbone: backboneOptions(o, r),
+      reporter: r,
     });
     if (o.json) return printJson(res);
     printSkipped(res.skipped);
@@ -159,12 +160,13 @@ export function buildProgram(): Command {
         .option('--out <dir>', 'write features.npy and index.json here'),
     ),
   ).action(async (model: string, dir: string, o: ModelFlags & Common & { out?: string }) => {
+    const r = cliReporter({ quiet: o.quiet });
     const res = await extractDir(model, dir, {
       out: o.out,
       batchSize: o.batchSize,
       cache: cacheOption(o),
-      backbone: backboneOptions(o),
-      reporter: cliReporter({ quiet: o.quiet }),
+      backbone: backboneOptions(o, r),
+      reporter: r,
     });
     if (o.json) return printJson(res);
     printSkipped(res.skipped);

@@ -2,6 +2,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { PreprocessSpec } from '../image/spec.js';
 import { RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1 } from '../image/spec.js';
 import type { BackboneOptions } from '../engine/backbone.js';
+import type { Reporter } from '../tasks/reporter.js';
+import { downloadProgress } from './commands/models.js';
 
 export function intArg(name: string, min = 1) {
   return (v: string) => {
@@ -86,8 +88,20 @@ export function preprocessOverrides(f: ModelFlags): Partial<PreprocessSpec> {
   return o;
 }
 
-export function backboneOptions(f: ModelFlags): BackboneOptions {
-  return { preprocess: preprocessOverrides(f), featureNode: f.featureNode, threads: f.threads };
+/** Backbone options from the flags; with a reporter, model downloads (catalog names, URLs) show a progress bar. */
+export function backboneOptions(f: ModelFlags, reporter?: Reporter): BackboneOptions {
+  const dl = reporter ? downloadProgress(reporter, 'download') : undefined;
+  return {
+    preprocess: preprocessOverrides(f),
+    featureNode: f.featureNode,
+    threads: f.threads,
+    onDownload: dl
+      ? (p) => {
+          dl.onProgress(p);
+          if (p.total !== undefined && p.received >= p.total) dl.end();
+        }
+      : undefined,
+  };
 }
 
 export function cacheOption(f: ModelFlags): string | false | undefined {
