@@ -14,7 +14,8 @@ import { defaultSpec } from '../src/image/spec.js';
 import { layers } from '../src/tasks/layers.js';
 import { viridis, viridisTable } from '../src/vision/colormap.js';
 import { featureMapPaths, renderFeatureMapPng, tileSize, writeFeatureMapPngs } from '../src/vision/featuremap-png.js';
-import { closeMatches, featureMaps, loadImageAndTensor, pickDefaultLayers } from '../src/vision/featuremaps.js';
+import { closeMatches, featureMaps, pickDefaultLayers } from '../src/vision/featuremaps.js';
+import { loadImageAndTensor } from '../src/image/preprocess.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
 const { onnx } = onnxProto;

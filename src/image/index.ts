@@ -1,5 +1,5 @@
 export { decodeImage, DEFAULT_MAX_PIXELS, type DecodeOptions, type ImageInput, type RgbImage } from './decode.js';
-export { loadInto, loadTensor, normaliseInto, pixelsToTensor, tensorLength } from './preprocess.js';
+export { loadImageAndTensor, loadInto, loadTensor, normaliseInto, pixelsToTensor, tensorLength } from './preprocess.js';
 export { encodePng, writePng, type RawPixels } from './png.js';
 export {
   defaultSpec,

@@ -168,3 +168,23 @@ export async function pixelsToTensor(img: RgbImage, spec: PreprocessSpec): Promi
   normaliseInto(out, 0, px.data, px.width, px.height, spec);
   return out;
 }
+
+/**
+ * Decode and resize `input` exactly as `loadTensor` does, returning both the model input and the 8-bit RGB pixels it
+ * came from (resized and centre-cropped to the input size): what the model sees, as a picture.
+ */
+export async function loadImageAndTensor(
+  input: ImageInput,
+  spec: PreprocessSpec,
+  opts: DecodeOptions & { name?: string } = {},
+): Promise<{ image: RgbImage; tensor: Float32Array }> {
+  const px = await runPipeline(input, () => buildPipeline(input, opts).resize(resizeOptions(spec)), opts);
+  const [h, w] = spec.size;
+  const left = roundHalfEven((px.width - w) / 2);
+  const top = roundHalfEven((px.height - h) / 2);
+  const data = Buffer.alloc(w * h * 3);
+  for (let y = 0; y < h; y++) px.data.copy(data, y * w * 3, ((top + y) * px.width + left) * 3, ((top + y) * px.width + left + w) * 3);
+  const tensor = new Float32Array(3 * h * w);
+  normaliseInto(tensor, 0, data, w, h, spec);
+  return { image: { data, width: w, height: h }, tensor };
+}

@@ -6,8 +6,8 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
-import { buildPipeline, runPipeline, type RgbImage } from '../image/decode.js';
-import { normaliseInto, resizeOptions } from '../image/preprocess.js';
+import type { RgbImage } from '../image/decode.js';
+import { loadImageAndTensor } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { ortLoadError, sessionOptions } from '../engine/ort.js';
 import { findTensor, type LoadedOnnx, type NodeInfo, type OnnxInfo } from '../models/onnx-file.js';
@@ -344,30 +344,6 @@ function unknownLayer(info: OnnxInfo, wanted: string, source: string): GraftErro
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The image as the model sees it
-
-function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
-
-/**
- * Decode and resize `path` exactly as `loadTensor` does, returning both the model input and the RGB pixels it came
- * from (resized and centre-cropped to the input size). Unreadable images throw ImageError.
- */
-export async function loadImageAndTensor(path: string, spec: PreprocessSpec): Promise<{ image: RgbImage; tensor: Float32Array }> {
-  const px = await runPipeline(path, () => buildPipeline(path).resize(resizeOptions(spec)));
-  const [h, w] = spec.size;
-  const left = roundHalfEven((px.width - w) / 2);
-  const top = roundHalfEven((px.height - h) / 2);
-  const data = Buffer.alloc(w * h * 3);
-  for (let y = 0; y < h; y++) px.data.copy(data, y * w * 3, ((top + y) * px.width + left) * 3, ((top + y) * px.width + left + w) * 3);
-  const tensor = new Float32Array(3 * h * w);
-  normaliseInto(tensor, 0, data, w, h, spec);
-  return { image: { data, width: w, height: h }, tensor };
-}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Maps
