@@ -6,7 +6,7 @@ export function registerConvert(program: Command): void {
   withCommon(
     program
       .command('convert')
-      .description('convert a model to ONNX (TF.js layers models: model.json or its folder; TFLite files, float or quantised)')
+      .description('convert a model to ONNX (TF.js layers and graph models: model.json or its folder; TFLite files, float or quantised)')
       .argument('<in>', 'model to convert')
       .requiredOption('--out <file.onnx>', 'ONNX file to write'),
   ).action(async (input: string, o: Common & { out: string }) => {
