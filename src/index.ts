@@ -20,3 +20,4 @@ export { layers } from './tasks/layers.js';
 export { featureMaps, type FeatureMapsOptions, type FeatureMapsResult, type LayerMaps } from './vision/featuremaps.js';
 export { renderFeatureMapPng, writeFeatureMapPngs, featureMapPaths } from './vision/featuremap-png.js';
 export type { Reporter } from './tasks/reporter.js';
+export { TfExecutor, setBackend as setTfBackend, type TfExecutorOptions, type TfBackendName } from './engine/tf/index.js';

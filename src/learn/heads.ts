@@ -151,7 +151,7 @@ export function encodeFloat32(data: Float32Array, shape: number[]): Float32Blob 
 
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
-function decodeFloat32(blob: Float32Blob, expectShape: number[], what: string, source: string): Float32Array {
+export function decodeFloat32(blob: Float32Blob, expectShape: number[], what: string, source: string): Float32Array {
   const shapeStr = (s: number[]) => s.join(' × ');
   if (blob.shape.length !== expectShape.length || blob.shape.some((v, i) => v !== expectShape[i])) {
     throw new GraftError(`${source}: ${what} has shape [${shapeStr(blob.shape)}], expected [${shapeStr(expectShape)}]`);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { registerConvert } from './convert.js';
 import { registerReport } from './report.js';
+import { registerAttack, registerDream } from './vision.js';
 import { registerModels } from './models.js';
 import { register as registerFeaturemaps } from './featuremaps.js';
 
@@ -11,6 +12,8 @@ import { register as registerFeaturemaps } from './featuremaps.js';
 export const COMMANDS: ((program: Command) => void)[] = [
   registerConvert,
   registerReport,
+  registerDream,
+  registerAttack,
   registerModels,
   registerFeaturemaps,
 ];

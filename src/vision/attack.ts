@@ -1,0 +1,130 @@
+/**
+ * Adversarial examples (Foolbox style): FGSM and L-inf PGD, targeted or not, applied in pixel space. The image is
+ * the 8-bit picture the model sees (resized and cropped to its input size); the perturbation lives in [0, 1] pixel
+ * units, and the result is checked the way it will be used: rounded to 8 bits (as saved to PNG) and classified by
+ * ONNX Runtime. Rounding keeps the L-inf bound: the original is on the 1/255 grid, so round(x0 + d) stays within
+ * eps of x0 when eps is a whole number of levels.
+ */
+import { tf } from '../engine/tf/backend.js';
+import type { RgbImage } from '../image/decode.js';
+import { mulberry32 } from '../util/random.js';
+import type { DiffClassifier } from './classifier.js';
+
+export interface AttackOptions {
+  method: 'fgsm' | 'pgd';
+  /** L-inf budget in [0, 1] pixel units (e.g. 2/255). */
+  eps: number;
+  /** Class to reach; absent: untargeted (leave the original prediction). */
+  target?: number;
+  /** PGD iterations (default 40) and step size (default eps/4, at least half a level). */
+  steps?: number;
+  stepSize?: number;
+  randomStart?: boolean;
+  seed?: number;
+}
+
+export interface AttackOutcome {
+  adversarial: RgbImage;
+  /** Class the original got (ONNX Runtime), and the class after. */
+  before: { index: number; probability: number }[];
+  after: { index: number; probability: number }[];
+  success: boolean;
+  steps: number;
+  /** Norms of the saved perturbation in [0, 1] units; linfLevels is in 8-bit levels. */
+  linf: number;
+  linfLevels: number;
+  l2: number;
+  psnr: number;
+}
+
+function top5(p: Float32Array): { index: number; probability: number }[] {
+  return Array.from(p, (probability, index) => ({ index, probability }))
+    .sort((a, b) => b.probability - a.probability)
+    .slice(0, 5);
+}
+
+function toTensor(img: RgbImage): tf.Tensor4D {
+  return tf.tidy(() => tf.div(tf.tensor4d(Uint8Array.from(img.data), [1, img.height, img.width, 3], 'int32').toFloat(), 255) as tf.Tensor4D);
+}
+
+/** Round pixels in [0,1] to 8-bit levels (what a PNG keeps). */
+function to8bit(x: tf.Tensor4D, like: RgbImage): RgbImage {
+  const v = x.dataSync();
+  const data = Buffer.alloc(v.length);
+  for (let i = 0; i < v.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(v[i]! * 255)));
+  return { data, width: like.width, height: like.height };
+}
+
+function norms(a: RgbImage, b: RgbImage): { linfLevels: number; l2: number; psnr: number } {
+  let linf = 0;
+  let sq = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    const d = Math.abs(a.data[i]! - b.data[i]!);
+    linf = Math.max(linf, d);
+    sq += (d / 255) ** 2;
+  }
+  const mse = sq / a.data.length;
+  return { linfLevels: linf, l2: Math.sqrt(sq), psnr: mse === 0 ? Infinity : 10 * Math.log10(1 / mse) };
+}
+
+/** Attack one picture (at the model's input size). */
+export async function attackImage(model: DiffClassifier, image: RgbImage, opts: AttackOptions): Promise<AttackOutcome> {
+  const [p0] = await model.probabilities([image]);
+  const before = top5(p0!);
+  const label = before[0]!.index;
+  const targeted = opts.target !== undefined;
+  const goal = (idx: number) => (targeted ? idx === opts.target : idx !== label);
+  const eps = opts.eps;
+  const steps = opts.method === 'fgsm' ? 1 : (opts.steps ?? 40);
+  const alpha = opts.method === 'fgsm' ? eps : (opts.stepSize ?? Math.max(eps / 4, 0.5 / 255));
+  const C = model.classes.length;
+  const onehot = tf.oneHot(tf.tensor1d([targeted ? opts.target! : label], 'int32'), C).toFloat() as tf.Tensor2D;
+  const x0 = toTensor(image);
+  const rng = mulberry32(opts.seed ?? 0);
+  let delta: tf.Tensor4D = opts.randomStart
+    ? tf.tensor4d(Float32Array.from({ length: x0.size }, () => (rng() * 2 - 1) * eps), x0.shape)
+    : tf.zerosLike(x0);
+  // Targeted: descend the cross-entropy to the target; untargeted: ascend it away from the label.
+  const sign = targeted ? -1 : 1;
+  const lossOf = (d: tf.Tensor4D) => tf.losses.softmaxCrossEntropy(onehot, model.logits(tf.clipByValue(tf.add(x0, d), 0, 1) as tf.Tensor4D)) as tf.Scalar;
+  // valueAndGrad, not grad: tf.grad leaks a tensor per call in tfjs 4.22.
+  const valueAndGrad = tf.valueAndGrad((d: tf.Tensor) => lossOf(d as tf.Tensor4D));
+  let adversarial = image;
+  let used = 0;
+  let after = before;
+  try {
+    for (let s = 1; s <= steps; s++) {
+      const next = tf.tidy(() => {
+        const { grad: g } = valueAndGrad(delta);
+        const stepped = tf.add(delta, tf.mul(tf.sign(g), sign * alpha));
+        const bounded = tf.clipByValue(stepped, -eps, eps);
+        return tf.sub(tf.clipByValue(tf.add(x0, bounded), 0, 1), x0) as tf.Tensor4D;
+      });
+      delta.dispose();
+      delta = next;
+      used = s;
+      // Check the picture as it will be saved, every few steps and at the end.
+      if (opts.method === 'fgsm' || s % 5 === 0 || s === steps) {
+        const x = tf.tidy(() => tf.add(x0, delta) as tf.Tensor4D);
+        adversarial = to8bit(x, image);
+        x.dispose();
+        after = top5((await model.probabilities([adversarial]))[0]!);
+        if (goal(after[0]!.index)) break;
+      }
+    }
+  } finally {
+    delta.dispose();
+    x0.dispose();
+    onehot.dispose();
+  }
+  const n = norms(image, adversarial);
+  return { adversarial, before, after, success: goal(after[0]!.index), steps: used, linf: n.linfLevels / 255, linfLevels: n.linfLevels, l2: n.l2, psnr: n.psnr };
+}
+
+/** "4/255" or "0.0157" → [0, 1] units; undefined when malformed or outside (0, 1]. */
+export function parseEps(s: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)\s*$/.exec(s);
+  const v = m ? Number(m[1]) / Number(m[2]) : Number(s);
+  if (!Number.isFinite(v) || v <= 0 || v > 1) return undefined;
+  return v;
+}
