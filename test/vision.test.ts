@@ -59,6 +59,14 @@ describe('attack a graft run (head on a backbone, both built in the test)', () =
       assert.equal(saved.width, 16);
       assert.ok((await readdir(join(dir, `att-${method}`))).includes('summary.json'), 'summary written');
     }
+    // Untargeted: anything but the original class; a tiny budget fails and says so.
+    const un = await attackTask(run, [img], { method: 'pgd', eps: [eps, 1 / 255], out: join(dir, 'att-untargeted') });
+    assert.equal(un.target, undefined);
+    assert.deepEqual(un.perEps.map((e) => e.n), [1, 1]);
+    assert.equal(un.perEps[0]!.successRate, 1, 'eps 24/255 fools it');
+    assert.equal(un.results[0]!.after[0]!.class, 'blue');
+    assert.equal(un.perEps[1]!.successRate, 0, 'eps 1/255 is too small for these well separated colours');
+    assert.equal(un.perEps[1]!.robustAccuracy, 1);
   });
 });
 
