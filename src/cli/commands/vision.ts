@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { GraftError } from '../../errors.js';
 import { attackTask } from '../../tasks/attack.js';
 import { dreamTask } from '../../tasks/dream.js';
 import { parseEps } from '../../vision/attack.js';
@@ -78,8 +79,9 @@ export function registerAttack(program: Command): void {
       backend: o.backend,
       reporter: cliReporter({ quiet: o.quiet }),
     });
-    if (o.json) return printJson(res);
     for (const s of res.skipped) process.stderr.write(`skipped ${s.path}: ${s.reason}\n`);
+    if (!res.results.length) throw new GraftError('no image could be read');
+    if (o.json) return printJson(res);
     if (res.results.length <= 10) {
       for (const r of res.results) out(`${r.image} (eps ${(r.eps * 255).toFixed(1)}/255): ${r.before[0]!.class} -> ${r.after[0]!.class} (p=${r.after[0]!.probability.toFixed(3)}) ${r.success ? 'fooled' : 'not fooled'}; L-inf ${r.linfLevels}/255, L2 ${r.l2.toFixed(3)}, PSNR ${r.psnr.toFixed(1)} dB, ${r.steps} steps`);
     }
