@@ -87,7 +87,7 @@ describe('shared MobileNet: dream and attack bars', { skip: SKIP_SHARED }, () =>
   });
 
   test('dream: "tabby" and "zebra" reach p >= 0.92 on the saved PNG; TV well below --no-tv', async () => {
-    const steps = 120;
+    const steps = 200; // the default
     const tabby = await dreamTask(MOBILENET, { className: 'tabby', out: join(dir, 'tabby.png'), steps });
     const zebra = await dreamTask(MOBILENET, { className: 'zebra', out: join(dir, 'zebra.png'), steps });
     const noTv = await dreamTask(MOBILENET, { className: 'tabby', out: join(dir, 'tabby-no-tv.png'), steps, tv: 0 });

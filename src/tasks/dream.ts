@@ -44,7 +44,7 @@ export async function dreamTask(target: string, opts: DreamTaskOptions): Promise
     await writePng(res.image, opts.out);
     const reread = await decodeImage(opts.out);
     const [p] = await model.probabilities([reread]);
-    const settings = { model: target, steps, lr: opts.lr ?? 0.05, tv: opts.tv ?? 0.5, l2: opts.l2 ?? 0, jitter: opts.jitter ?? 8, seed: opts.seed ?? 0, size: model.spec.size };
+    const settings = { model: target, steps, lr: opts.lr ?? 0.05, tv: opts.tv ?? 0.2, l2: opts.l2 ?? 0, jitter: opts.jitter ?? 8, seed: opts.seed ?? 0, size: model.spec.size };
     const json = join(dirname(opts.out), `${basename(opts.out, extname(opts.out))}.json`);
     const result: DreamTaskResult = {
       png: opts.out,

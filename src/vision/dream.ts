@@ -66,7 +66,7 @@ export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<
   const t0 = performance.now();
   const [h, w] = model.spec.size;
   const steps = opts.steps ?? 200;
-  const tvWeight = opts.tv ?? 0.5;
+  const tvWeight = opts.tv ?? 0.2;
   const l2Weight = opts.l2 ?? 0;
   const jitter = opts.jitter ?? 8;
   const rng = mulberry32(opts.seed ?? 0);

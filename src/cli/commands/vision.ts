@@ -25,7 +25,7 @@ export function registerDream(program: Command): void {
       .requiredOption('--out <file.png>', 'PNG to write (a JSON with settings and results goes beside it)')
       .option('--steps <n>', 'optimisation steps', intArg('--steps'), 200)
       .option('--lr <x>', 'Adam learning rate', floatArg('--lr', 0), 0.05)
-      .option('--tv <w>', 'total-variation weight (smoothness)', floatArg('--tv', 0), 0.5)
+      .option('--tv <w>', 'total-variation weight (smoothness)', floatArg('--tv', 0), 0.2)
       .option('--no-tv', 'no total-variation term (to see why it matters)')
       .option('--l2 <w>', 'L2 weight pulling pixels to grey', floatArg('--l2', 0), 0)
       .option('--jitter <px>', 'random shift per step', intArg('--jitter', 0), 8)
