@@ -5,6 +5,7 @@
  */
 import { IMAGENET_MEAN_STD, RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1, type PreprocessSpec } from '../image/spec.js';
 import { MOBILENET_V1_075_224_TFJS_FILES } from './catalog-hashes.js';
+import { editDistance } from '../util/numeric.js';
 
 /** The format a release is published in. Anything but `onnx` goes through an importer before it can run. */
 export type ModelFormat = 'onnx' | 'tfjs-layers' | 'tfjs-graph' | 'tflite';
@@ -341,20 +342,6 @@ export function findEntry(name: string): CatalogEntry | undefined {
 /** Could `s` be meant as a catalog name (rather than a file path or URL)? */
 export function looksLikeName(s: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(s) && !/\.(onnx|json|tflite|pb|h5)$/i.test(s);
-}
-
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
 }
 
 /** Catalog names close to `name`, best first (for "unknown model" messages). Separators and case do not count. */

@@ -13,6 +13,7 @@ import type { PreprocessSpec } from '../image/spec.js';
 import { decodeFloat32, HeadJsonSchema } from '../learn/heads.js';
 import { isRunDir, loadRun } from '../learn/run.js';
 import { resolveModel } from '../models/resolve.js';
+import { editDistance } from '../util/numeric.js';
 
 export interface DiffClassifier {
   spec: PreprocessSpec;
@@ -120,10 +121,3 @@ export function resolveClass(classes: string[], wanted: string): number {
   throw new GraftError(`unknown class '${wanted}'; close matches: ${close.join(', ')}`);
 }
 
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++)
-    for (let j = 1; j <= b.length; j++) d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-  return d[a.length]![b.length]!;
-}

@@ -12,6 +12,7 @@ import type { PreprocessSpec } from '../image/spec.js';
 import { ortLoadError, sessionOptions } from '../engine/ort.js';
 import { findTensor, type LoadedOnnx, type NodeInfo, type OnnxInfo } from '../models/onnx-file.js';
 import { resolveModel, type ResolveOptions } from '../models/resolve.js';
+import { editDistance } from '../util/numeric.js';
 
 const { onnx } = onnxProto;
 
@@ -288,20 +289,6 @@ export function pickDefaultLayers(cands: Sized[], inputSize: [number, number]): 
   return out.sort((a, b) => a.c.index - b.c.index);
 }
 
-function levenshtein(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
-}
-
 /** `names` ordered by closeness to `wanted`: substring matches first, then by edit distance (also to the last path part). */
 export function closeMatches(wanted: string, names: string[]): string[] {
   const w = wanted.toLowerCase();
@@ -312,7 +299,7 @@ export function closeMatches(wanted: string, names: string[]): string[] {
     if (tail === w) return -3;
     if (n.includes(w)) return -2 + n.length / 1e4;
     if (tail.length >= 3 && w.includes(tail)) return -1 + (w.length - tail.length) / 1e2;
-    return Math.min(levenshtein(w, n), levenshtein(w, tail)) / Math.max(1, w.length);
+    return Math.min(editDistance(w, n), editDistance(w, tail)) / Math.max(1, w.length);
   };
   return names
     .map((name, i) => ({ name, s: score(name), i }))

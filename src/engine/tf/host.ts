@@ -8,6 +8,7 @@
  * element type as Float64Array (int64 values are exact up to 2^53, which covers shapes and indices).
  */
 import onnxProto from 'onnx-proto';
+import { halfToFloat } from '../../util/numeric.js';
 
 const { onnx } = onnxProto;
 type TensorProto = InstanceType<typeof onnx.TensorProto>;
@@ -85,15 +86,6 @@ function toNum(v: unknown): number {
   if (typeof v === 'bigint') return Number(v);
   if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
   return Number(v ?? 0);
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
 function bf16ToFloat(h: number): number {

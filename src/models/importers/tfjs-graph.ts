@@ -3,6 +3,7 @@ import { basename, dirname, join, posix } from 'node:path';
 import { GraftError } from '../../errors.js';
 import { checkTfjsFolder, insideFolder, type TfjsModelJson } from '../store-checks.js';
 import { OnnxBuilder, type Attr } from './onnx-builder.js';
+import { halfToFloat } from '../../util/numeric.js';
 
 /**
  * TF.js graph models (`format: "graph-model"`: a TensorFlow GraphDef in JSON, as written by tensorflowjs_converter,
@@ -121,15 +122,6 @@ function transposeData<A extends Float32Array>(data: A, shape: number[], perm: n
   return out;
 }
 
-function half(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
-
 /** Decode one weight of the manifest from its bytes (already checked to be exactly the right length). */
 function decodeWeight(w: WeightEntry, bytes: Buffer, file: string): ConstValue {
   const n = count(w.shape);
@@ -137,7 +129,7 @@ function decodeWeight(w: WeightEntry, bytes: Buffer, file: string): ConstValue {
   const dtype: ConstValue['dtype'] = w.dtype === 'float32' ? 'float32' : w.dtype === 'int32' ? 'int32' : w.dtype === 'bool' ? 'bool' : fail(file, `weight '${w.name}': dtype ${w.dtype} is not supported`);
   const data = new Float32Array(n);
   if (q?.dtype) {
-    if (q.dtype === 'float16') for (let i = 0; i < n; i++) data[i] = half(bytes.readUInt16LE(2 * i));
+    if (q.dtype === 'float16') for (let i = 0; i < n; i++) data[i] = halfToFloat(bytes.readUInt16LE(2 * i));
     else if (q.dtype === 'uint8' || q.dtype === 'uint16') {
       const scale = Number(q.scale ?? 1);
       const min = Number(q.min ?? 0);

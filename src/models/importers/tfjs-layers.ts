@@ -2,6 +2,7 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { GraftError } from '../../errors.js';
 import { OnnxBuilder } from './onnx-builder.js';
+import { halfToFloat } from '../../util/numeric.js';
 
 /**
  * TF.js layers models (Keras exports) → ONNX. The graph is written NCHW (ONNX convention): the input is [N, 3, H, W]
@@ -62,7 +63,7 @@ export async function readTfjsWeights(modelJsonPath: string, manifest: ModelJson
       if (!q) {
         data = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + len));
       } else if (q.dtype === 'float16') {
-        data = Float32Array.from({ length: count }, (_, i) => half(bytes.readUInt16LE(2 * i)));
+        data = Float32Array.from({ length: count }, (_, i) => halfToFloat(bytes.readUInt16LE(2 * i)));
       } else {
         const read = q.dtype === 'uint8' ? (i: number) => bytes[i]! : (i: number) => bytes.readUInt16LE(2 * i);
         data = Float32Array.from({ length: count }, (_, i) => read(i) * (q.scale ?? 1) + (q.min ?? 0));
@@ -73,15 +74,6 @@ export async function readTfjsWeights(modelJsonPath: string, manifest: ModelJson
     if (off !== buf.length) fail(modelJsonPath, `weight shards of group [${group.paths.join(', ')}] hold ${buf.length} bytes, the manifest describes ${off} (wrong shard?)`);
   }
   return out;
-}
-
-function half(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
 /** Transpose a row-major array of `shape` by `perm`. */

@@ -3,6 +3,7 @@ import { basename } from 'node:path';
 import type { ByteBuffer } from 'flatbuffers';
 import { GraftError } from '../../errors.js';
 import { OnnxBuilder, type Attr } from './onnx-builder.js';
+import { halfToFloat } from '../../util/numeric.js';
 import {
   ActivationFunctionType,
   ActivationOptions,
@@ -118,16 +119,6 @@ function parse(bytes: Uint8Array, file: string): Parsed {
   }
 }
 
-/** IEEE half → float. */
-function half(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
-
 /** Transpose a row-major array of `shape` by `perm`. */
 function transpose(data: Float32Array, shape: number[], perm: number[]): Float32Array {
   return transposeAny(data, shape, perm);
@@ -219,7 +210,7 @@ export function importTfliteBytes(bytes: Uint8Array, file = 'model.tflite', opts
     if (d.byteLength !== n * w) fail(file, `tensor ${i} (${t.name}): ${d.byteLength} bytes of data for shape [${t.shape}] of ${TENSOR_TYPE_NAMES[t.type]} (corrupt file?)`);
     const read: (k: number) => number =
       t.type === TensorType.FLOAT32 ? (k) => view.getFloat32(4 * k, true)
-      : t.type === TensorType.FLOAT16 ? (k) => half(view.getUint16(2 * k, true))
+      : t.type === TensorType.FLOAT16 ? (k) => halfToFloat(view.getUint16(2 * k, true))
       : t.type === TensorType.INT32 ? (k) => view.getInt32(4 * k, true)
       : t.type === TensorType.UINT8 ? (k) => view.getUint8(k)
       : t.type === TensorType.INT8 ? (k) => view.getInt8(k)
