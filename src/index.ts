@@ -13,6 +13,8 @@ export { ModelStore, defaultStore, modelSourcePath, registerImporter, unregister
 export * from './learn/index.js';
 export { loadRun, saveRun, isRunDir, type RunConfig, type LoadedRun } from './learn/run.js';
 export { trainRun, type TrainRunOptions, type TrainRunResult } from './tasks/train.js';
+export { finetuneRun, resumeFinetuneRun, FINETUNE_FILES, type FinetuneRunOptions, type FinetuneRunResult } from './tasks/finetune.js';
+export { finetune, listBlocks, cutForLastBlocks, suffixModel, convWeightNames, replaceInitializers, readCheckpoint, writeCheckpoint, type Block, type CutSet, type FinetuneOptions, type FinetuneResult } from './learn/finetune.js';
 export { evalRun, type EvalRunOptions } from './tasks/evaluate.js';
 export { predict, type PredictOptions, type PredictResult } from './tasks/predict.js';
 export { extractDir, type ExtractDirOptions } from './tasks/extract.js';

@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
-import { GraftError } from '../errors.js';
+import { GraftError, UsageError } from '../errors.js';
+import { finetuneRun, resumeFinetuneRun } from '../tasks/finetune.js';
 import { extractDir } from '../tasks/extract.js';
 import { evalRun } from '../tasks/evaluate.js';
 import { predict } from '../tasks/predict.js';
@@ -42,9 +43,15 @@ export function buildProgram(): Command {
       program
         .command('train')
         .description('extract features with a frozen backbone and train a classifier head on them; writes a run folder')
-        .argument('<data>', 'training images: class-per-folder, Oxford-IIIT Pet or PetImages layout')
-        .requiredOption('--model <onnx>', 'backbone: ONNX file path or URL')
-        .requiredOption('--out <dir>', 'run folder to write')
+        .argument('[data]', 'training images: class-per-folder, Oxford-IIIT Pet or PetImages layout')
+        .option('--model <onnx>', 'backbone: ONNX file path or URL (required)')
+        .option('--out <dir>', 'run folder to write (required)')
+        .option('--finetune <n|all>', 'fine-tune the last N conv blocks (or all) with a linear head instead of training on frozen features')
+        .option('--resume <run>', 'continue a fine-tuning run from its last checkpoint (graft train --resume <run>)')
+        .option('--backbone-lr-factor <x>', 'fine-tuning: backbone learning rate = --lr x this (default 0.1)', floatArg('--backbone-lr-factor', 0))
+        .option('--label-smoothing <x>', 'fine-tuning: label smoothing (default 0)', floatArg('--label-smoothing', 0, 0.99))
+        .option('--warmup <f>', 'fine-tuning: share of steps with linear warmup before cosine decay (default 0.1)', floatArg('--warmup', 0, 1))
+        .option('--clip-norm <x>', 'fine-tuning: clip gradients to this global norm, 0 = off (default 1)', floatArg('--clip-norm', 0))
         .option('--val <dir>', 'validation folder (default: a seeded stratified split of <data>)')
         .option('--val-fraction <f>', 'validation share when splitting', floatArg('--val-fraction', 0.01, 0.9), 0.2)
         .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto'))
@@ -60,8 +67,54 @@ export function buildProgram(): Command {
         .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
     ),
   )
-    .action(async (data: string, o: ModelFlags & Common & Record<string, unknown>) => {
+    .action(async (data: string | undefined, o: ModelFlags & Common & Record<string, unknown>) => {
       const r = cliReporter({ quiet: o.quiet });
+      if (o.resume !== undefined || o.finetune !== undefined) {
+        let ft;
+        if (o.resume !== undefined) {
+          ft = await resumeFinetuneRun(o.resume as string, { reporter: r });
+        } else {
+          if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');
+          const blocks = o.finetune === 'all' ? 'all' : Number(o.finetune);
+          if (blocks !== 'all' && !(Number.isInteger(blocks) && blocks >= 1)) throw new UsageError(`--finetune must be a number of blocks >= 1 or 'all' (got ${o.finetune})`);
+          ft = await finetuneRun({
+            data,
+            val: o.val as string | undefined,
+            model: o.model as string,
+            out: o.out as string,
+            blocks,
+            layout: o.layout as never,
+            label: o.label as never,
+            valFraction: o.valFraction as number,
+            seed: o.seed as number,
+            finetune: {
+              ...(o.epochs !== undefined && { epochs: o.epochs as number }),
+              ...(o.lr !== undefined && { lr: o.lr as number }),
+              ...(o.weightDecay !== undefined && { weightDecay: o.weightDecay as number }),
+              ...(o.dropout !== undefined && { dropout: o.dropout as number }),
+              ...(o.patience !== undefined && { patience: o.patience as number }),
+              ...(o.backboneLrFactor !== undefined && { backboneLrFactor: o.backboneLrFactor as number }),
+              ...(o.labelSmoothing !== undefined && { labelSmoothing: o.labelSmoothing as number }),
+              ...(o.warmup !== undefined && { warmup: o.warmup as number }),
+              ...(o.clipNorm !== undefined && { clipNorm: o.clipNorm as number }),
+            },
+            backbone: backboneOptions(o, r),
+            batchSize: o.batchSize,
+            cache: cacheOption(o),
+            reporter: r,
+          });
+        }
+        if (o.json) {
+          printJson({ run: ft.dir, counts: ft.counts, cut: { tensor: ft.cut.tensor, shape: ft.cut.shape, blocks: ft.cut.blocks.length }, bestEpoch: ft.bestEpoch, stoppedEarly: ft.stoppedEarly, seconds: ft.seconds, validation: ft.validation, skipped: ft.skipped });
+          return;
+        }
+        printSkipped(ft.skipped);
+        out(`fine-tuned the last ${ft.cut.blocks.length} block(s) (from ${ft.cut.tensor}, [${ft.cut.shape.join(', ')}]) with a linear head on ${ft.counts.train} images; validation on ${ft.counts.val} (best epoch ${ft.bestEpoch}${ft.stoppedEarly ? ', stopped early' : ''})`);
+        summariseEvaluation(ft.validation);
+        out(`run written to ${ft.dir} (model.onnx with the fine-tuned weights, config.json, head.json, checkpoints/, metrics.json, confusion.png, training-curve.png)`);
+        return;
+      }
+      if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');
       const res = await trainRun({
         data,
         val: o.val as string | undefined,

@@ -1,0 +1,250 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { openDataset, stratifiedSplit, type Dataset, type DatasetItem } from '../data/index.js';
+import type { BackboneOptions } from '../engine/backbone.js';
+import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
+import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
+import { OrtModel } from '../engine/ort.js';
+import { buildLoaded } from '../engine/tf/onnx-builder.js';
+import { GraftError } from '../errors.js';
+import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
+import { cutForLastBlocks, finetune, finetuneSettings, replaceInitializers, type Block, type CutSet, type FinetuneOptions } from '../learn/finetune.js';
+import type { EpochLog, Head } from '../learn/heads.js';
+import { evaluate, type Evaluation } from '../learn/metrics.js';
+import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
+import { topLossesPng } from '../learn/top-losses.js';
+import { resolveModel } from '../models/resolve.js';
+import type { LayoutName } from '../data/index.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
+import type { Reporter } from './reporter.js';
+
+/** Files a fine-tuning run adds to the usual run folder. */
+export const FINETUNE_FILES = {
+  /** The backbone with the fine-tuned weights (same graph and outputs as the original); config.model points here. */
+  model: 'model.onnx',
+  /** The options the run was started with (what `--resume` reuses). */
+  options: 'finetune-options.json',
+  checkpoints: 'checkpoints',
+} as const;
+
+export interface FinetuneRunOptions {
+  data: string;
+  val?: string;
+  model: string;
+  out: string;
+  /** How many of the last conv blocks to fine-tune, or 'all'. */
+  blocks: number | 'all';
+  layout?: LayoutName | 'auto';
+  label?: 'breed' | 'species';
+  valFraction?: number;
+  seed?: number;
+  finetune?: FinetuneOptions;
+  backbone?: BackboneOptions;
+  batchSize?: number;
+  /** false: no cache; a string: cache root; undefined: the default cache. */
+  cache?: string | false;
+  topWrong?: number;
+  reporter?: Reporter;
+  /** Continue from <out>/checkpoints/last.ckpt. */
+  resume?: boolean;
+}
+
+export interface FinetuneRunResult {
+  dir: string;
+  head: Head;
+  history: EpochLog[];
+  bestEpoch: number;
+  stoppedEarly: boolean;
+  validation: Evaluation;
+  skipped: Skipped[];
+  counts: { train: number; val: number };
+  cut: { tensor: string; shape: number[]; blocks: Block[] };
+  weights: Record<string, Float32Array>;
+  seconds: { prefix: number; training: number; perEpoch: number[] };
+  /** Validation loss/accuracy of the linear-probe head on the frozen backbone, before fine-tuning. */
+  initial?: { valLoss: number; valAcc: number };
+}
+
+function toCutSet(items: DatasetItem[], res: ExtractResult): CutSet & { items: DatasetItem[] } {
+  const kept = res.kept.map((i) => items[i]!);
+  return { x: res.features, n: kept.length, y: Int32Array.from(kept, (it) => it.label), items: kept };
+}
+
+type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter'> };
+
+/**
+ * Fine-tune the last blocks of a backbone with a linear head, end to end: open the data; run the frozen prefix on
+ * ONNX Runtime up to the cut (cached on disk per image, keyed by model hash + cut tensor + preprocessing + file);
+ * train the suffix and the head on TF.js (learn/finetune.ts); write a run folder whose `model.onnx` is the backbone
+ * with the fine-tuned weights, so `graft predict` / `graft eval` use it like any run.
+ */
+export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRunResult> {
+  const r = opts.reporter;
+  const seed = opts.seed ?? 0;
+  if (!opts.resume) {
+    const { reporter: _r, resume: _s, finetune: ft, ...rest } = opts;
+    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, ...ftRest } = ft ?? {};
+    const saved: SavedOptions = { ...rest, finetune: ftRest };
+    await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
+  }
+  const trainSet = await openDataset(opts.data, { layout: opts.layout, label: opts.label });
+  let valSet: Dataset | undefined;
+  let trainItems: DatasetItem[];
+  let valItems: DatasetItem[];
+  const valFraction = opts.valFraction ?? 0.2;
+  if (opts.val) {
+    valSet = await openDataset(opts.val, { layout: opts.layout, label: opts.label, classes: trainSet.classes });
+    trainItems = trainSet.items;
+    valItems = valSet.items;
+  } else {
+    const split = stratifiedSplit(trainSet.items, valFraction, seed);
+    trainItems = split.train;
+    valItems = split.val;
+    r?.info?.(`no --val given: seeded stratified split (${Math.round(valFraction * 100)}% validation, seed ${seed})`);
+  }
+  const classes = trainSet.classes;
+
+  const ref = await resolveModel(opts.model, opts.backbone);
+  for (const w of ref.warnings) r?.warn?.(w);
+  const { cut, blocks } = cutForLastBlocks(ref.onnx, opts.blocks);
+  const input = ref.onnx.info.inputs[0]!;
+  // Cutting at the graph input ('all'): the "prefix" is the identity (the cache then holds preprocessed images).
+  const prefixModel =
+    cut === input.name
+      ? buildLoaded({ inputs: [{ name: cut, shape: input.shape }], outputs: ['prefix_out'], nodes: [{ op: 'Identity', inputs: [cut], outputs: ['prefix_out'] }] }, ref.path)
+      : ref.onnx;
+  const prefixTensor = cut === input.name ? 'prefix_out' : cut;
+  const t0 = performance.now();
+  const runner = await OrtModel.create(prefixModel, [prefixTensor], opts.backbone);
+  let train: ReturnType<typeof toCutSet>;
+  let val: ReturnType<typeof toCutSet>;
+  let cutShape: number[];
+  const extraSkipped: Skipped[] = [];
+  try {
+    const [h, w] = ref.spec.size;
+    const probe = await runner.run(new Float32Array(3 * h * w), ref.spec.layout === 'NCHW' ? [1, 3, h, w] : [1, h, w, 3]);
+    cutShape = probe[prefixTensor]!.dims.slice(1);
+    if (cutShape.length !== 3) throw new GraftError(`${ref.path}: the cut tensor '${cut}' has shape [${probe[prefixTensor]!.dims}], expected [N, C, H, W]`);
+    const cache = opts.cache === false ? undefined : new FeatureCache(opts.cache ?? defaultFeatureCacheDir(), ref.onnx.info.sha256, `cut:${cut}`, ref.spec);
+    const extract = async (items: DatasetItem[], task: string) => {
+      r?.start?.(task, items.length, 'img');
+      const res = await extractFeatures(runner, prefixTensor, ref.spec, items.map((i) => i.path), {
+        batchSize: opts.batchSize,
+        cache,
+        onProgress: (p) => r?.update?.(task, p.done, p.fromCache ? `${p.fromCache} from cache` : undefined),
+      });
+      r?.end?.(task);
+      if (res.fromCache) r?.info?.(`${task}: ${res.fromCache} of ${items.length} images served from the cache (${cache?.dir})`);
+      extraSkipped.push(...res.skipped);
+      return toCutSet(items, res);
+    };
+    train = await extract(trainItems, 'train prefix');
+    val = await extract(valItems, 'val prefix');
+  } finally {
+    await runner.dispose();
+  }
+  const tPrefix = (performance.now() - t0) / 1000;
+  const skipped = [...trainSet.skipped, ...(valSet?.skipped ?? []), ...extraSkipped];
+  if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
+  if (train.n === 0) throw new GraftError(`${opts.data}: no readable training images`);
+
+  const t1 = performance.now();
+  const settings = finetuneSettings({ seed, ...opts.finetune });
+  r?.start?.('fine-tuning', settings.epochs, 'epoch');
+  const res = await finetune(ref.onnx, ref.featureTensor, cut, cutShape, train, val.n > 0 ? val : undefined, classes, {
+    ...opts.finetune,
+    seed: settings.seed,
+    checkpointDir: join(opts.out, FINETUNE_FILES.checkpoints),
+    resume: opts.resume,
+    onInitial: (e) => {
+      r?.info?.(`before fine-tuning (linear probe on frozen features): val acc ${e.valAcc.toFixed(4)}, val loss ${e.valLoss.toFixed(4)}`);
+      opts.finetune?.onInitial?.(e);
+    },
+    onEpoch: (e) => {
+      r?.update?.('fine-tuning', e.epoch, e.valAcc !== undefined ? `val acc ${e.valAcc.toFixed(4)}, val loss ${e.valLoss!.toFixed(4)}` : undefined);
+      opts.finetune?.onEpoch?.(e);
+    },
+  });
+  r?.end?.('fine-tuning');
+  const tTrain = (performance.now() - t1) / 1000;
+
+  const proba = res.valProba ?? new Float32Array(0);
+  const validation = evaluate(proba, val.y, classes, val.items, opts.topWrong ?? 12);
+
+  const bytes = replaceInitializers(ref.onnx, res.weights);
+  const modelPath = resolve(opts.out, FINETUNE_FILES.model);
+  await writeFileAtomic(modelPath, bytes);
+  const config: RunConfig = {
+    format: RUN_FORMAT,
+    version: RUN_VERSION,
+    createdAt: new Date().toISOString(),
+    model: { source: opts.model, path: modelPath, sha256: createHash('sha256').update(bytes).digest('hex'), featureTensor: ref.featureTensor },
+    preprocess: ref.spec,
+    classes,
+    data: {
+      train: resolve(opts.data),
+      val: opts.val ? resolve(opts.val) : undefined,
+      layout: trainSet.layout,
+      label: opts.label,
+      valFraction: opts.val ? undefined : valFraction,
+      splitSeed: opts.val ? undefined : seed,
+      trainCount: train.n,
+      valCount: val.n,
+    },
+    head: {
+      kind: 'linear',
+      bestEpoch: res.bestEpoch,
+      stoppedEarly: res.stoppedEarly,
+      finetune: {
+        blocks: opts.blocks,
+        cut,
+        cutShape,
+        convs: blocks.flatMap((b) => b.convs),
+        trained: Object.keys(res.weights),
+        baseModel: { path: resolve(ref.path), sha256: ref.onnx.info.sha256 },
+        ...settings,
+      },
+    },
+  };
+  await saveRun(opts.out, config, res.head);
+  await writeJsonAtomic(join(opts.out, RUN_FILES.metrics), {
+    validation,
+    bestEpoch: res.bestEpoch,
+    initial: res.initial,
+    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch },
+  });
+  await writeJsonAtomic(join(opts.out, RUN_FILES.history), res.history);
+  await writeJsonAtomic(join(opts.out, RUN_FILES.skipped), skipped);
+  if (val.n > 0) {
+    await confusionMatrixPng(validation.confusion, classes, join(opts.out, RUN_FILES.confusion), 'validation');
+    await topLossesPng(validation.mostConfidentlyWrong, join(opts.out, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
+  }
+  if (res.history.length > 0) await trainingCurvePng(res.history, join(opts.out, RUN_FILES.curves));
+  return {
+    dir: opts.out,
+    head: res.head,
+    history: res.history,
+    bestEpoch: res.bestEpoch,
+    stoppedEarly: res.stoppedEarly,
+    validation,
+    skipped,
+    counts: { train: train.n, val: val.n },
+    cut: { tensor: cut, shape: cutShape, blocks },
+    weights: res.weights,
+    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch },
+    initial: res.initial,
+  };
+}
+
+/** Continue a fine-tuning run from its last checkpoint, with the options it was started with. */
+export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook'> } = {}): Promise<FinetuneRunResult> {
+  const p = join(dir, FINETUNE_FILES.options);
+  let saved: SavedOptions;
+  try {
+    saved = JSON.parse(await readFile(p, 'utf8')) as SavedOptions;
+  } catch {
+    throw new GraftError(`${dir}: not a fine-tuning run to resume (${FINETUNE_FILES.options} missing or unreadable)`);
+  }
+  return finetuneRun({ ...saved, out: dir, reporter: extra.reporter, resume: true, finetune: { ...saved.finetune, ...extra.finetune } });
+}

@@ -1,0 +1,343 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { OrtModel } from '../src/engine/ort.js';
+import { tf } from '../src/engine/tf/backend.js';
+import { TfExecutor } from '../src/engine/tf/executor.js';
+import { buildLoaded, buildOnnx, type GraphSpec } from '../src/engine/tf/onnx-builder.js';
+import { GraftError } from '../src/errors.js';
+import {
+  convWeightNames,
+  cutForLastBlocks,
+  finetune,
+  listBlocks,
+  readCheckpoint,
+  replaceInitializers,
+  suffixModel,
+  type CutSet,
+} from '../src/learn/finetune.js';
+import { loadRun } from '../src/learn/run.js';
+import { loadOnnx, parseOnnx } from '../src/models/onnx-file.js';
+import { evalRun } from '../src/tasks/evaluate.js';
+import { predict } from '../src/tasks/predict.js';
+import { finetuneRun, resumeFinetuneRun } from '../src/tasks/finetune.js';
+import { mulberry32 } from '../src/util/random.js';
+import { colourImage, type Rgb } from './helpers/images.js';
+import { MOBILENET, SKIP_SHARED } from './helpers/shared.js';
+
+const S = 8;
+
+/** input [N,3,S,S] → conv 3x3 (3→4) → Relu → depthwise 3x3 (group 4) → Relu → 1x1 (4→6) → Clip → GAP → features. */
+function tinyCnn(): GraphSpec {
+  const rng = mulberry32(7);
+  const r = (n: number, s: number) => Array.from({ length: n }, () => (rng() * 2 - 1) * s);
+  return {
+    inputs: [{ name: 'input', shape: ['batch', 3, S, S] }],
+    outputs: ['features', 'logits'],
+    initializers: [
+      { name: 'c0_w', dims: [4, 3, 3, 3], values: r(4 * 27, 0.5) },
+      { name: 'c0_b', dims: [4], values: r(4, 0.1) },
+      { name: 'dw_w', dims: [4, 1, 3, 3], values: r(36, 0.5) },
+      { name: 'dw_b', dims: [4], values: r(4, 0.1) },
+      { name: 'pw_w', dims: [6, 4, 1, 1], values: r(24, 0.7) },
+      { name: 'bn_s', dims: [1, 6, 1, 1], values: r(6, 0.3).map((v) => 1 + v) },
+      { name: 'bn_b', dims: [1, 6, 1, 1], values: r(6, 0.1) },
+      { name: 'fc_w', dims: [6, 3], values: r(18, 0.5) },
+      { name: 'fc_b', dims: [3], values: [0, 0, 0] },
+      { name: 'lo', dims: [], values: [0] },
+      { name: 'hi', dims: [], values: [6] },
+    ],
+    nodes: [
+      { op: 'Conv', name: 'conv0', inputs: ['input', 'c0_w', 'c0_b'], outputs: ['c0'], attrs: { pads: { ints: [1, 1, 1, 1] } } },
+      { op: 'Relu', name: 'relu0', inputs: ['c0'], outputs: ['r0'] },
+      { op: 'Conv', name: 'dw', inputs: ['r0', 'dw_w', 'dw_b'], outputs: ['d1'], attrs: { pads: { ints: [1, 1, 1, 1] }, group: { i: 4 } } },
+      { op: 'Relu', name: 'relu1', inputs: ['d1'], outputs: ['r1'] },
+      { op: 'Conv', name: 'pw', inputs: ['r1', 'pw_w'], outputs: ['p1'] },
+      { op: 'Mul', name: 'bn_mul', inputs: ['p1', 'bn_s'], outputs: ['m1'] },
+      { op: 'Add', name: 'bn_add', inputs: ['m1', 'bn_b'], outputs: ['a1'] },
+      { op: 'Clip', name: 'clip1', inputs: ['a1', 'lo', 'hi'], outputs: ['r2'] },
+      { op: 'GlobalAveragePool', name: 'gap', inputs: ['r2'], outputs: ['g'] },
+      { op: 'Flatten', name: 'flatten', inputs: ['g'], outputs: ['features'] },
+      { op: 'Gemm', name: 'fc', inputs: ['features', 'fc_w', 'fc_b'], outputs: ['logits'] },
+    ],
+  };
+}
+
+let dir: string;
+
+/** Random cut tensors [n, 4, S, S] with a label that depends on them (mean of channel 0 vs channel 1). */
+function cutSet(n: number, seed: number): CutSet {
+  const rng = mulberry32(seed);
+  const per = 4 * S * S;
+  const x = new Float32Array(n * per);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const c = i % 2;
+    y[i] = c;
+    for (let j = 0; j < per; j++) {
+      const ch = Math.floor(j / (S * S));
+      x[i * per + j] = Math.max(0, rng() + (ch === c ? 0.3 : 0));
+    }
+  }
+  return { x, n, y };
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'graft-ft-'));
+});
+after(async () => rm(dir, { recursive: true, force: true }));
+
+describe('fine-tuning: blocks, suffix graph, export', () => {
+  test('blocks are found from the graph: a conv, then a depthwise + pointwise pair', () => {
+    const m = buildLoaded(tinyCnn());
+    const blocks = listBlocks(m);
+    assert.equal(blocks.length, 2, `blocks: ${JSON.stringify(blocks)}`);
+    assert.deepEqual(blocks[0]!.convs, ['conv0']);
+    assert.equal(blocks[0]!.input, 'input');
+    assert.equal(blocks[0]!.output, 'r0');
+    assert.deepEqual(blocks[1]!.convs, ['dw', 'pw']);
+    assert.equal(blocks[1]!.input, 'r0');
+    assert.equal(blocks[1]!.output, 'r2');
+    assert.equal(cutForLastBlocks(m, 1).cut, 'r0');
+    assert.equal(cutForLastBlocks(m, 'all').cut, 'input');
+    assert.throws(() => cutForLastBlocks(m, 3), /1 to 2/);
+  });
+
+  test('the suffix graph on the executor matches ONNX Runtime on the full graph', async () => {
+    const m = buildLoaded(tinyCnn());
+    const ort = await OrtModel.create(m, ['r0', 'features'], { threads: 1 });
+    const rng = mulberry32(3);
+    const x = Float32Array.from({ length: 2 * 3 * S * S }, () => rng());
+    const out = await ort.run(x, [2, 3, S, S]);
+    await ort.dispose();
+    const suf = suffixModel(m, 'r0', [4, S, S], ['features']);
+    assert.deepEqual(convWeightNames(suf), ['dw_w', 'dw_b', 'pw_w']);
+    assert.ok(!suf.info.nodes.some((n) => n.name === 'conv0'), 'prefix nodes dropped');
+    const ex = await TfExecutor.load(suf, { outputs: ['features'], trainable: convWeightNames(suf) });
+    const f = ex.run(tf.tensor(out.r0!.data, out.r0!.dims));
+    const a = f.features!.dataSync();
+    f.features!.dispose();
+    ex.dispose();
+    const b = out.features!.data;
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-5, `feature ${i}: ${a[i]} vs ${b[i]}`);
+  });
+
+  test('a cut bypassed by a skip connection is refused', () => {
+    const spec = tinyCnn();
+    spec.nodes = spec.nodes.map((n) => (n.name === 'bn_add' ? { ...n, inputs: ['m1', 'c0'] } : n));
+    spec.nodes = spec.nodes.map((n) => (n.name === 'bn_mul' ? { ...n, inputs: ['p1', 'bn_s'] } : n));
+    // c0 has 4 channels, p1 6: shape mismatch does not matter, the refusal comes first.
+    assert.throws(() => suffixModel(buildLoaded(spec), 'r1', [4, S, S], ['features']), (e: unknown) => e instanceof GraftError && /skip connection/.test((e as Error).message));
+  });
+
+  test('fine-tuned weights exported into the original graph give the executor outputs (ORT, 1e-4)', async () => {
+    const m = buildLoaded(tinyCnn());
+    const train = cutSet(24, 1);
+    const res = await finetune(m, 'features', 'r0', [4, S, S], train, cutSet(12, 2), ['a', 'b'], { epochs: 2, batchSize: 8, lr: 1e-2, backboneLrFactor: 1, probeEpochs: 5 });
+    const orig = (await readOnnxWeights(m, 'pw_w'))!;
+    const changed = res.weights.pw_w!.some((v, i) => Math.abs(v - orig[i]!) > 1e-6);
+    assert.ok(changed, 'pointwise weights changed by fine-tuning');
+    const bytes = replaceInitializers(m, res.weights);
+    const exported = parseOnnx(bytes, 'exported.onnx');
+    const ort = await OrtModel.create(exported, ['r0', 'features'], { threads: 1 });
+    const rng = mulberry32(9);
+    const x = Float32Array.from({ length: 3 * 3 * S * S }, () => rng());
+    const out = await ort.run(x, [3, 3, S, S]);
+    await ort.dispose();
+    // The executor with the same weights (loaded from the fine-tuned model itself).
+    const ex = await TfExecutor.load(suffixModel(exported, 'r0', [4, S, S], ['features']), { outputs: ['features'] });
+    const f = ex.run(tf.tensor(out.r0!.data, out.r0!.dims));
+    const a = f.features!.dataSync();
+    f.features!.dispose();
+    ex.dispose();
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - out.features!.data[i]!) < 1e-4, `feature ${i}`);
+  });
+});
+
+async function readOnnxWeights(m: ReturnType<typeof buildLoaded>, name: string): Promise<number[] | undefined> {
+  const t = m.proto.graph!.initializer!.find((i) => i.name === name);
+  return t?.floatData ? Array.from(t.floatData) : undefined;
+}
+
+describe('fine-tuning: checkpoints, resume, NaN guard', () => {
+  // Dropout and label smoothing on, so the resumed run must also reproduce the dropout masks.
+  const opts = { epochs: 4, batchSize: 8, lr: 5e-3, probeEpochs: 5, patience: Infinity, seed: 4, dropout: 0.2, labelSmoothing: 0.1, backboneLrFactor: 0.5 };
+
+  test('4 epochs in one go = 2 epochs + resume 2 (weights within 1e-6)', async () => {
+    const m = buildLoaded(tinyCnn());
+    const train = cutSet(24, 1);
+    const val = cutSet(12, 2);
+    const a = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: join(dir, 'ck-a') });
+    const ckB = join(dir, 'ck-b');
+    const part = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, stopAfter: 2 });
+    assert.equal(part.history.length, 2);
+    const last = await readCheckpoint(join(ckB, 'last.ckpt'));
+    assert.equal(last.meta.epoch, 2);
+    const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, resume: true });
+    assert.equal(b.history.length, 4);
+    assert.equal(a.bestEpoch, b.bestEpoch);
+    for (const k of Object.keys(a.weights)) {
+      const wa = a.weights[k]!;
+      const wb = b.weights[k]!;
+      for (let i = 0; i < wa.length; i++) assert.ok(Math.abs(wa[i]! - wb[i]!) <= 1e-6, `${k}[${i}]: ${wa[i]} vs ${wb[i]}`);
+    }
+    assert.deepEqual(a.head.toJSON().params, b.head.toJSON().params);
+    for (let e = 0; e < 4; e++) assert.ok(Math.abs(a.history[e]!.trainLoss - b.history[e]!.trainLoss) < 1e-6, `epoch ${e + 1} loss`);
+    // A different setting refuses to resume.
+    await assert.rejects(
+      finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, lr: 1, checkpointDir: ckB, resume: true }),
+      /other settings/,
+    );
+  });
+
+  test('a NaN loss stops with a clear error and keeps the last good checkpoint', async () => {
+    const m = buildLoaded(tinyCnn());
+    const ck = join(dir, 'ck-nan');
+    await assert.rejects(
+      finetune(m, 'features', 'r0', [4, S, S], cutSet(24, 1), cutSet(12, 2), ['a', 'b'], {
+        ...opts,
+        checkpointDir: ck,
+        lossHook: (epoch, step, loss) => (epoch === 3 && step === 2 ? NaN : loss),
+      }),
+      (e: unknown) => e instanceof GraftError && /diverged.*NaN.*epoch 3, step 2.*last good checkpoint \(epoch 2\)/.test((e as Error).message),
+    );
+    const last = await readCheckpoint(join(ck, 'last.ckpt'));
+    assert.equal(last.meta.epoch, 2);
+    for (const t of Object.values(last.tensors)) assert.ok(t.every(Number.isFinite), 'checkpoint weights finite');
+  });
+
+  test('an absurd learning rate is caught too (no NaN written)', async () => {
+    const m = buildLoaded(tinyCnn());
+    const ck = join(dir, 'ck-lr');
+    let err: unknown;
+    try {
+      await finetune(m, 'features', 'r0', [4, S, S], cutSet(24, 1), cutSet(12, 2), ['a', 'b'], { ...opts, lr: 1e30, warmup: 0, clipNorm: 0, backboneLrFactor: 1, checkpointDir: ck });
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof GraftError && /diverged/.test(err.message), `error: ${err}`);
+    try {
+      const last = await readCheckpoint(join(ck, 'last.ckpt'));
+      for (const t of Object.values(last.tensors)) assert.ok(t.every(Number.isFinite), 'checkpoint weights finite');
+    } catch (e) {
+      assert.ok(e instanceof GraftError && /not found/.test(e.message), `no checkpoint written: ${e}`);
+    }
+  });
+});
+
+describe('fine-tuning run: folder, predict, eval, resume', () => {
+  const COLOURS: Record<string, Rgb> = { red: [220, 30, 30], blue: [30, 40, 220] };
+  let model: string;
+  before(async () => {
+    model = join(dir, 'tiny-cnn.onnx');
+    const m = parseOnnx(buildOnnx(tinyCnn()), model);
+    m.proto.metadataProps = [
+      { key: 'Image.NominalPixelRange', value: 'Normalized_0_1' },
+      { key: 'Image.BitmapPixelFormat', value: 'Rgb8' },
+    ] as never;
+    const { onnx } = (await import('onnx-proto')).default;
+    await writeFile(model, onnx.ModelProto.encode(m.proto).finish());
+    for (const split of ['train', 'val']) {
+      for (const [name, rgb] of Object.entries(COLOURS)) {
+        const d = join(dir, 'imgs', split, name);
+        await mkdir(d, { recursive: true });
+        for (let i = 0; i < 8; i++) {
+          const shade: Rgb = [rgb[0] + (i % 3) * 5, rgb[1] + (i % 4) * 5, rgb[2] - (i % 5) * 5];
+          await colourImage(shade, 20 + i, 16, i + (split === 'val' ? 100 : 0)).jpeg().toFile(join(d, `${name}-${i}.jpg`));
+        }
+      }
+    }
+  });
+
+  test('graft train --finetune: run folder; predict and eval use the fine-tuned model.onnx', async () => {
+    const out = join(dir, 'run');
+    const cache = join(dir, 'cache');
+    const common = { data: join(dir, 'imgs', 'train'), val: join(dir, 'imgs', 'val'), model, blocks: 1 as const, cache };
+    const res = await finetuneRun({ ...common, out, finetune: { epochs: 3, batchSize: 4, lr: 1e-2, probeEpochs: 20 } });
+    assert.equal(res.counts.train, 16);
+    assert.equal(res.cut.tensor, 'r0');
+    assert.deepEqual(res.cut.shape, [4, S, S]);
+    assert.equal(res.validation.accuracy, 1);
+    const run = await loadRun(out);
+    assert.equal(run.config.model.path, join(out, 'model.onnx'));
+    const ft = run.config.head.finetune as { cut: string; blocks: number };
+    assert.equal(ft.cut, 'r0');
+    const exported = await loadOnnx(join(out, 'model.onnx'));
+    assert.equal(exported.info.sha256, run.config.model.sha256);
+    const ev = await evalRun(out, join(dir, 'imgs', 'val'), { cache: false });
+    assert.equal(ev.evaluation.accuracy, res.validation.accuracy);
+    // predict/eval go through ORT on model.onnx + head.json: same probabilities as the executor gave in training.
+    assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ${ev.evaluation.logLoss} vs ${res.validation.logLoss}`);
+    const pred = await predict(out, [join(dir, 'imgs', 'val', 'red', 'red-0.jpg')], { top: 1, cache: false });
+    assert.ok(JSON.stringify(pred).includes('red'), `prediction: ${JSON.stringify(pred).slice(0, 300)}`);
+    for (const f of ['config.json', 'head.json', 'metrics.json', 'history.json', 'confusion.png', 'training-curve.png', 'finetune-options.json', 'checkpoints/last.ckpt', 'checkpoints/best.ckpt']) {
+      await readFile(join(out, f));
+    }
+    // The prefix came from the cache the second time.
+    const out2 = join(dir, 'run2');
+    const res2 = await finetuneRun({ ...common, out: out2, finetune: { epochs: 2, batchSize: 4, lr: 1e-2, probeEpochs: 20, stopAfter: 1 } });
+    assert.equal(res2.history.length, 1);
+    const resumed = await resumeFinetuneRun(out2);
+    assert.equal(resumed.history.length, 2);
+  });
+
+  test("--finetune all: the prefix is the identity (preprocessed images cached), every conv trains", async () => {
+    const out = join(dir, 'run-all');
+    const res = await finetuneRun({ data: join(dir, 'imgs', 'train'), val: join(dir, 'imgs', 'val'), model, blocks: 'all', cache: join(dir, 'cache'), out, finetune: { epochs: 2, batchSize: 4, lr: 1e-2 } });
+    assert.equal(res.cut.tensor, 'input');
+    assert.deepEqual(res.cut.shape, [3, S, S]);
+    assert.deepEqual(Object.keys(res.weights).sort(), ['c0_b', 'c0_w', 'dw_b', 'dw_w', 'pw_w']);
+    assert.equal(res.validation.accuracy, 1);
+    const ev = await evalRun(out, join(dir, 'imgs', 'val'), { cache: false });
+    assert.equal(ev.evaluation.accuracy, 1);
+    assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ${ev.evaluation.logLoss} vs ${res.validation.logLoss}`);
+  });
+
+  test('CLI: graft train --finetune 1 --json, then --resume; bad --finetune is a usage error', () => {
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'src', 'cli', 'entry.ts'), ...args], { encoding: 'utf8', timeout: 120_000 });
+    const out = join(dir, 'cli-run');
+    const base = [join(dir, 'imgs', 'train'), '--val', join(dir, 'imgs', 'val'), '--model', model, '--cache-dir', join(dir, 'cache')];
+    const r = cli('train', ...base, '--out', out, '--finetune', '1', '--epochs', '2', '--lr', '0.01', '--json', '-q');
+    assert.equal(r.status, 0, `stderr: ${r.stderr}`);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.cut.tensor, 'r0');
+    assert.equal(j.validation.accuracy, 1);
+    const again = cli('train', '--resume', out, '--json', '-q');
+    assert.equal(again.status, 0, `stderr: ${again.stderr}`);
+    assert.equal(JSON.parse(again.stdout).bestEpoch, j.bestEpoch);
+    const bad = cli('train', ...base, '--out', join(dir, 'cli-bad'), '--finetune', '7');
+    assert.equal(bad.status, 1, `stderr: ${bad.stderr}`);
+    assert.match(bad.stderr, /from 1 to 2/);
+    const usage = cli('train', '--finetune', '1');
+    assert.equal(usage.status, 2, `stderr: ${usage.stderr}`);
+  });
+});
+
+describe('fine-tuning the shared MobileNet', { skip: SKIP_SHARED }, () => {
+  test('14 blocks; the last-block suffix on the executor matches ONNX Runtime', async () => {
+    const m = await loadOnnx(MOBILENET);
+    const blocks = listBlocks(m);
+    assert.equal(blocks.length, 14, `blocks: ${blocks.length}`);
+    const { cut } = cutForLastBlocks(m, 1);
+    const ort = await OrtModel.create(m, [cut, 'features'], { threads: 1 });
+    const rng = mulberry32(5);
+    const x = Float32Array.from({ length: 3 * 224 * 224 }, () => rng() * 2 - 1);
+    const out = await ort.run(x, [1, 3, 224, 224]);
+    await ort.dispose();
+    assert.deepEqual(out[cut]!.dims, [1, 768, 7, 7]);
+    const suf = suffixModel(m, cut, [768, 7, 7], ['features']);
+    const ex = await TfExecutor.load(suf, { outputs: ['features'], trainable: convWeightNames(suf) });
+    assert.equal(ex.trainable.length, 2);
+    const f = ex.run(tf.tensor(out[cut]!.data, out[cut]!.dims));
+    const a = f.features!.dataSync();
+    f.features!.dispose();
+    ex.dispose();
+    let max = 0;
+    for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - out.features!.data[i]!));
+    assert.ok(max < 1e-4, `max difference ${max}`);
+  });
+});
