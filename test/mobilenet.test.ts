@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { Backbone, softmaxRows, topK } from '../src/engine/backbone.js';
 import { imagenetClasses } from '../src/models/labels.js';
 import { predict } from '../src/tasks/predict.js';
+import { layers } from '../src/tasks/layers.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
 describe('shared MobileNet v1 0.75 on ONNX Runtime', { skip: SKIP_SHARED }, () => {
@@ -25,6 +26,12 @@ describe('shared MobileNet v1 0.75 on ONNX Runtime', { skip: SKIP_SHARED }, () =
     } finally {
       await bb.dispose();
     }
+  });
+
+  test('layers lists the 14 conv blocks that --finetune counts from the top', async () => {
+    const res = await layers(MOBILENET, { shapes: false });
+    assert.equal(res.blocks.length, 14);
+    assert.equal(res.blocks.at(-1)!.convs.length, 2, 'depthwise + pointwise');
   });
 
   test('golden formula input: same features and top-5 as the golden file', async () => {

@@ -249,6 +249,10 @@ export function buildProgram(): Command {
       const shape = shapeCol ? dims(n.shape).padEnd(shapeCol) + ' ' : '';
       out(`  ${n.opType.padEnd(20)} ${shape}${n.name}  -> ${n.outputs.join(', ')}`);
     }
+    if (res.blocks.length) {
+      out(`blocks (graft train --finetune N trains the last N): ${res.blocks.length}`);
+      res.blocks.forEach((b, i) => out(`  ${String(res.blocks.length - i).padStart(3)}  ${b.convs.join(' + ')}  (input ${b.input})`));
+    }
   });
 
   for (const register of COMMANDS) register(program);

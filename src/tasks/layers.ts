@@ -1,4 +1,5 @@
 import { resolveModel } from '../models/resolve.js';
+import { listBlocks, type Block } from '../learn/finetune.js';
 import type { NodeInfo, TensorInfo } from '../models/onnx-file.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { inputDims, runCut } from '../vision/featuremaps.js';
@@ -24,6 +25,8 @@ export interface LayersResult {
   featureTensor: string;
   logitsTensor?: string;
   nodes: LayerNode[];
+  /** Conv blocks from the input to the head, for `graft train --finetune N` (the last N are fine-tuned). */
+  blocks: Block[];
   /** Why the shapes are missing, when they were asked for and could not be computed. */
   shapesError?: string;
 }
@@ -71,6 +74,7 @@ export async function layers(model: string, opts: LayersOptions = {}): Promise<L
     featureTensor: ref.featureTensor,
     logitsTensor: ref.logitsTensor,
     nodes,
+    blocks: listBlocks(ref.onnx),
     ...(shapesError !== undefined && { shapesError }),
   };
 }
