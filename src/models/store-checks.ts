@@ -192,22 +192,18 @@ export async function sniffModel(path: string): Promise<{ format: ModelFormat; f
   } catch {
     return undefined;
   }
-  if (st.isDirectory()) {
-    const mj = join(path, 'model.json');
+  // A model.json that exists but does not parse is reported as such (its parse error names the problem), rather
+  // than falling through to "not an ONNX model".
+  const json = st.isDirectory() ? join(path, 'model.json') : /\.json$/i.test(path) ? path : undefined;
+  if (json) {
+    let text: string;
     try {
-      const m = parseTfjsModelJson(await readFile(mj, 'utf8'), mj);
-      return { format: m.kind, file: mj };
+      text = await readFile(json, 'utf8');
     } catch {
       return undefined;
     }
-  }
-  if (/\.json$/i.test(path)) {
-    try {
-      const m = parseTfjsModelJson(await readFile(path, 'utf8'), path);
-      return { format: m.kind, file: path };
-    } catch {
-      return undefined;
-    }
+    const m = parseTfjsModelJson(text, json);
+    return { format: m.kind, file: json };
   }
   const h = await head(path, 8).catch(() => Buffer.alloc(0));
   if (h.length >= 8 && h.subarray(4, 8).toString('latin1') === 'TFL3') return { format: 'tflite', file: path };
