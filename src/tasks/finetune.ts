@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { openDataset, stratifiedSplit, type Dataset, type DatasetItem } from '../data/index.js';
+import type { DatasetItem } from '../data/index.js';
+import { openTrainVal } from './train.js';
 import type { BackboneOptions } from '../engine/backbone.js';
 import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
@@ -88,22 +89,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
     const saved: SavedOptions = { ...rest, finetune: ftRest };
     await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
   }
-  const trainSet = await openDataset(opts.data, { layout: opts.layout, label: opts.label });
-  let valSet: Dataset | undefined;
-  let trainItems: DatasetItem[];
-  let valItems: DatasetItem[];
-  const valFraction = opts.valFraction ?? 0.2;
-  if (opts.val) {
-    valSet = await openDataset(opts.val, { layout: opts.layout, label: opts.label, classes: trainSet.classes });
-    trainItems = trainSet.items;
-    valItems = valSet.items;
-  } else {
-    const split = stratifiedSplit(trainSet.items, valFraction, seed);
-    trainItems = split.train;
-    valItems = split.val;
-    r?.info?.(`no --val given: seeded stratified split (${Math.round(valFraction * 100)}% validation, seed ${seed})`);
-  }
-  const classes = trainSet.classes;
+  const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
 
   const ref = await resolveModel(opts.model, opts.backbone);
   for (const w of ref.warnings) r?.warn?.(w);

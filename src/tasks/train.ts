@@ -51,6 +51,23 @@ export function toFeatureSet(items: DatasetItem[], res: ExtractResult): FeatureS
   return { x: res.features, n: kept.length, d: res.dim, y: Int32Array.from(kept, (it) => it.label), items: kept };
 }
 
+/** The training and validation items: `val` as given, else a seeded stratified split of `data`. */
+export async function openTrainVal(
+  opts: { data: string; val?: string; layout?: LayoutName | 'auto'; label?: 'breed' | 'species'; valFraction?: number },
+  seed: number,
+  r?: Reporter,
+): Promise<{ trainSet: Dataset; valSet?: Dataset; trainItems: DatasetItem[]; valItems: DatasetItem[]; valFraction: number; classes: string[] }> {
+  const trainSet = await openDataset(opts.data, { layout: opts.layout, label: opts.label });
+  const valFraction = opts.valFraction ?? 0.2;
+  if (opts.val) {
+    const valSet = await openDataset(opts.val, { layout: opts.layout, label: opts.label, classes: trainSet.classes });
+    return { trainSet, valSet, trainItems: trainSet.items, valItems: valSet.items, valFraction, classes: trainSet.classes };
+  }
+  const split = stratifiedSplit(trainSet.items, valFraction, seed);
+  r?.info?.(`no --val given: seeded stratified split (${Math.round(valFraction * 100)}% validation, seed ${seed})`);
+  return { trainSet, trainItems: split.train, valItems: split.val, valFraction, classes: trainSet.classes };
+}
+
 /**
  * Transfer learning by feature extraction, end to end: open the data, run the frozen backbone (cached), train a
  * head on the pooled features, evaluate on the validation set and write a run directory.
@@ -58,22 +75,7 @@ export function toFeatureSet(items: DatasetItem[], res: ExtractResult): FeatureS
 export async function trainRun(opts: TrainRunOptions): Promise<TrainRunResult> {
   const r = opts.reporter;
   const seed = opts.seed ?? 0;
-  const trainSet = await openDataset(opts.data, { layout: opts.layout, label: opts.label });
-  let valSet: Dataset | undefined;
-  let trainItems: DatasetItem[];
-  let valItems: DatasetItem[];
-  const valFraction = opts.valFraction ?? 0.2;
-  if (opts.val) {
-    valSet = await openDataset(opts.val, { layout: opts.layout, label: opts.label, classes: trainSet.classes });
-    trainItems = trainSet.items;
-    valItems = valSet.items;
-  } else {
-    const split = stratifiedSplit(trainSet.items, valFraction, seed);
-    trainItems = split.train;
-    valItems = split.val;
-    r?.info?.(`no --val given: seeded stratified split (${Math.round(valFraction * 100)}% validation, seed ${seed})`);
-  }
-  const classes = trainSet.classes;
+  const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
 
   const backbone = await Backbone.load(opts.model, opts.backbone);
   for (const w of backbone.ref.warnings) r?.warn?.(w);
