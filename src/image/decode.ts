@@ -1,6 +1,7 @@
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import sharp, { type OutputInfo, type Sharp } from 'sharp';
 import { ImageError } from '../errors.js';
+import { readFileHead } from '../util/fs.js';
 
 /** 8-bit sRGB pixels, 3 channels interleaved (RGBRGB...), row-major, EXIF orientation already applied. */
 export interface RgbImage {
@@ -148,18 +149,6 @@ export function sniffFormat(head: Uint8Array): { label: string; readable: boolea
   return undefined;
 }
 
-async function readHead(input: ImageInput, n = 64): Promise<Uint8Array> {
-  if (typeof input !== 'string') return input.subarray(0, n);
-  const fh = await open(input, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    const { bytesRead } = await fh.read(buf, 0, n, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
 /** "2.5e9" rather than "2500000000" or "2.5e+9". */
 export function formatCount(n: number): string {
   if (n < 1e6) return String(n);
@@ -214,7 +203,7 @@ async function explainFailure(
 
   let head: Uint8Array;
   try {
-    head = await readHead(input);
+    head = await readHeadOf(input);
   } catch (e) {
     return new ImageError(name, `cannot read file (${(e as NodeJS.ErrnoException).code ?? 'unknown error'})`);
   }
@@ -242,4 +231,9 @@ async function explainFailure(
     return new ImageError(name, `truncated or corrupt ${label}${detail ? ` (${detail})` : ''}`);
   }
   return new ImageError(name, `cannot decode ${label}${detail ? `: ${detail}` : ''}`);
+}
+
+/** The first bytes of an image file or buffer. */
+function readHeadOf(input: ImageInput, n = 64): Promise<Uint8Array> {
+  return typeof input === 'string' ? readFileHead(input, n) : Promise.resolve(input.subarray(0, n));
 }

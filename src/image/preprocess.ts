@@ -1,6 +1,7 @@
 import sharp, { type KernelEnum, type ResizeOptions, type Sharp } from 'sharp';
 import { buildPipeline, runPipeline, type DecodeOptions, type ImageInput, type RgbImage } from './decode.js';
 import type { PreprocessSpec } from './spec.js';
+import { roundHalfEven } from '../util/numeric.js';
 
 const KERNELS: Record<PreprocessSpec['interpolation'], keyof KernelEnum> = {
   nearest: 'nearest',
@@ -24,15 +25,6 @@ export function resizeOptions(spec: PreprocessSpec): ResizeOptions {
   const kernel = KERNELS[spec.interpolation];
   if (spec.cropPct === null) return { width: w, height: h, fit: 'fill', kernel };
   return { width: Math.round(w / spec.cropPct), height: Math.round(h / spec.cropPct), fit: 'outside', kernel };
-}
-
-/** Python/torchvision round(): half to even, so the centre crop offset matches torchvision's CenterCrop. */
-function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
 }
 
 const lutCache = new Map<string, Float32Array[]>();

@@ -3,11 +3,12 @@
  * paths named inside a model (TF.js weight shards, ONNX external data) must stay inside the model's folder, files
  * must be what they claim to be, and TF.js shards must hold exactly the bytes the manifest describes.
  */
-import { open, readFile, realpath, stat } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
 import type { ModelFormat } from './catalog.js';
+import { readFileHead } from '../util/fs.js';
 
 const { onnx } = onnxProto;
 
@@ -160,21 +161,9 @@ export async function checkTfjsFolder(dir: string, modelJson = 'model.json', lab
 // ---------------------------------------------------------------------------------------------------------------
 // TFLite and format sniffing
 
-/** The first bytes of a file (fewer if it is shorter). */
-async function head(path: string, n: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(n);
-    const { bytesRead } = await fh.read(buf, 0, n, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
 /** A TFLite flatbuffer carries the identifier "TFL3" at bytes 4-7. */
 export async function checkTflite(path: string): Promise<void> {
-  const h = await head(path, 8);
+  const h = await readFileHead(path, 8);
   if (h.length < 8 || h.subarray(4, 8).toString('latin1') !== 'TFL3') {
     throw new GraftError(`${path}: not a TFLite model (no TFL3 identifier)`);
   }
@@ -205,7 +194,7 @@ export async function sniffModel(path: string): Promise<{ format: ModelFormat; f
     const m = parseTfjsModelJson(text, json);
     return { format: m.kind, file: json };
   }
-  const h = await head(path, 8).catch(() => Buffer.alloc(0));
+  const h = await readFileHead(path, 8).catch(() => Buffer.alloc(0));
   if (h.length >= 8 && h.subarray(4, 8).toString('latin1') === 'TFL3') return { format: 'tflite', file: path };
   return { format: 'onnx', file: path };
 }

@@ -22,3 +22,12 @@ export function editDistance(a: string, b: string): number {
   }
   return prev[b.length]!;
 }
+
+/** Python/torchvision round(): half to even (centre-crop offsets match torchvision's CenterCrop). */
+export function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}

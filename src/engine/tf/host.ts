@@ -8,7 +8,7 @@
  * element type as Float64Array (int64 values are exact up to 2^53, which covers shapes and indices).
  */
 import onnxProto from 'onnx-proto';
-import { halfToFloat } from '../../util/numeric.js';
+import { halfToFloat, roundHalfEven } from '../../util/numeric.js';
 
 const { onnx } = onnxProto;
 type TensorProto = InstanceType<typeof onnx.TensorProto>;
@@ -287,14 +287,6 @@ function castValue(x: number, to: number): number {
     default:
       return Number.isFinite(x) ? Math.trunc(x) : x;
   }
-}
-
-function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
 }
 
 function erf(x: number): number {
