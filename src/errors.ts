@@ -3,8 +3,8 @@
  * Anything that is not a GraftError is a bug and is printed with its stack.
  */
 export class GraftError extends Error {
-  readonly exitCode: 1 | 2;
-  constructor(message: string, exitCode: 1 | 2 = 1) {
+  readonly exitCode: 1 | 2 | 130;
+  constructor(message: string, exitCode: 1 | 2 | 130 = 1) {
     super(message);
     this.name = 'GraftError';
     this.exitCode = exitCode;
@@ -28,5 +28,13 @@ export class ImageError extends GraftError {
     this.name = 'ImageError';
     this.file = file;
     this.reason = reason;
+  }
+}
+
+/** The user stopped the work (Ctrl-C); what could be saved was saved. Exit code 130, the shell's convention for SIGINT. */
+export class InterruptedError extends GraftError {
+  constructor(message: string) {
+    super(message, 130);
+    this.name = 'InterruptedError';
   }
 }

@@ -1,5 +1,5 @@
 import { resolveModel } from '../models/resolve.js';
-import { listBlocks, type Block } from '../learn/finetune.js';
+import { listBlocks, type Block } from '../learn/blocks.js';
 import type { NodeInfo, TensorInfo } from '../models/onnx-file.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { inputDims, runCut } from '../vision/featuremaps.js';
