@@ -8,11 +8,15 @@ import { OrtModel } from '../src/engine/ort.js';
 import { tf } from '../src/engine/tf/backend.js';
 import { TfExecutor } from '../src/engine/tf/executor.js';
 import { buildLoaded, buildOnnx, type GraphSpec } from '../src/engine/tf/onnx-builder.js';
-import { GraftError } from '../src/errors.js';
+import { GraftError, InterruptedError } from '../src/errors.js';
 import {
+  bnAffineNames,
+  classWeights,
   convWeightNames,
   cutForLastBlocks,
   finetune,
+  lrFind,
+  scheduleAt,
   listBlocks,
   readCheckpoint,
   replaceInitializers,
@@ -191,6 +195,97 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
       finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, lr: 1, checkpointDir: ckB, resume: true }),
       /other settings/,
     );
+  });
+
+  test('Ctrl-C mid-epoch (abort signal): checkpoint at that step; resuming equals an uninterrupted run (views, dropout, one-cycle)', async () => {
+    const m = buildLoaded(tinyCnn());
+    const train = cutSet(24, 1);
+    // Two augmented views: noisy copies, so that which view a step draws matters.
+    const vr = mulberry32(99);
+    train.views = [0, 1].map(() => Float32Array.from(train.x, (v) => Math.max(0, v + (vr() - 0.5) * 0.2)));
+    const val = cutSet(12, 2);
+    const o = { ...opts, schedule: 'onecycle' as const };
+    const a = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...o, checkpointDir: join(dir, 'ck-int-a') });
+    const ckB = join(dir, 'ck-int-b');
+    const ac = new AbortController();
+    let steps = 0;
+    await assert.rejects(
+      finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], {
+        ...o,
+        checkpointDir: ckB,
+        signal: ac.signal,
+        lossHook: (_e, _s, loss) => {
+          if (++steps === 5) ac.abort(); // 3 steps an epoch: stops after epoch 2, step 2
+          return loss;
+        },
+      }),
+      (e: unknown) => e instanceof InterruptedError && e.exitCode === 130 && /epoch 2, step 2 of 3.*--resume/.test(e.message),
+    );
+    const last = await readCheckpoint(join(ckB, 'last.ckpt'));
+    assert.deepEqual(last.meta.partial && { ...(last.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 2, step: 2, lossSum: 0, correct: 0 });
+    const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...o, checkpointDir: ckB, resume: true });
+    assert.equal(b.history.length, 4);
+    for (const k of Object.keys(a.weights)) {
+      const wa = a.weights[k]!;
+      const wb = b.weights[k]!;
+      for (let i = 0; i < wa.length; i++) assert.ok(Math.abs(wa[i]! - wb[i]!) <= 1e-6, `${k}[${i}]: ${wa[i]} vs ${wb[i]}`);
+    }
+    for (let e = 0; e < 4; e++) assert.ok(Math.abs(a.history[e]!.trainLoss - b.history[e]!.trainLoss) < 1e-6, `epoch ${e + 1} loss ${a.history[e]!.trainLoss} vs ${b.history[e]!.trainLoss}`);
+    // The views are really used: without them the run differs.
+    const c = await finetune(m, 'features', 'r0', [4, S, S], { ...train, views: undefined }, val, ['a', 'b'], { ...o, epochs: 1 });
+    assert.ok(Math.abs(c.history[0]!.trainLoss - a.history[0]!.trainLoss) > 1e-6, 'views change the training batches');
+  });
+
+  test('one-cycle and cosine schedules; class weights', () => {
+    const total = 100;
+    const oc = (t: number) => scheduleAt({ lr: 1e-3, warmup: 0.25, schedule: 'onecycle' }, total, t);
+    assert.ok(Math.abs(oc(0).lr - 1e-3 / 25) < 1e-12, `one-cycle starts at lr/25: ${oc(0).lr}`);
+    assert.ok(Math.abs(oc(25).lr - 1e-3) < 1e-12 && Math.abs(oc(25).beta1 - 0.85) < 1e-12, `peak at the end of warmup: ${JSON.stringify(oc(25))}`);
+    assert.ok(oc(99).lr < 1e-6 && oc(99).beta1 > 0.949, `ends low with momentum back up: ${JSON.stringify(oc(99))}`);
+    assert.ok(oc(0).beta1 === 0.95, 'starts at beta1 0.95');
+    for (let t = 1; t < 25; t++) assert.ok(oc(t).lr > oc(t - 1).lr, `rises at ${t}`);
+    for (let t = 26; t < 100; t++) assert.ok(oc(t).lr < oc(t - 1).lr, `falls at ${t}`);
+    const cos = (t: number) => scheduleAt({ lr: 1e-3, warmup: 0.1, schedule: 'cosine' }, total, t);
+    assert.ok(Math.abs(cos(9).lr - 1e-3) < 1e-12 && cos(0).lr === 1e-4 && cos(99).lr < 1e-6, 'warmup then cosine');
+    const w = classWeights(Int32Array.from([0, 0, 0, 1]), 3);
+    assert.deepEqual(Array.from(w), [Math.fround(4 / 6), 2, 0]);
+  });
+
+  test('--train-bn trains the folded batch-norm scale and shift too; exported graph equals the executor', async () => {
+    const m = buildLoaded(tinyCnn());
+    const suf = suffixModel(m, 'r0', [4, S, S], ['features']);
+    assert.deepEqual(bnAffineNames(suf), ['bn_s', 'bn_b']);
+    const train = cutSet(24, 1);
+    const res = await finetune(m, 'features', 'r0', [4, S, S], train, cutSet(12, 2), ['a', 'b'], { epochs: 2, batchSize: 8, lr: 1e-2, backboneLrFactor: 1, probeEpochs: 5, trainBn: true });
+    assert.deepEqual(Object.keys(res.weights).sort(), ['bn_b', 'bn_s', 'dw_b', 'dw_w', 'pw_w']);
+    const orig = m.proto.graph!.initializer!.find((t) => t.name === 'bn_s')!.floatData!;
+    assert.ok(Array.from(res.weights.bn_s!).some((v, i) => Math.abs(v - orig[i]!) > 1e-4), 'bn scale moved');
+    const tuned = parseOnnx(replaceInitializers(m, res.weights), 'tuned.onnx');
+    const ort = await OrtModel.create(tuned, ['r0', 'features'], { threads: 1 });
+    const x = Float32Array.from({ length: 2 * 3 * S * S }, (_, i) => (i % 7) / 7);
+    const out = await ort.run(x, [2, 3, S, S]);
+    await ort.dispose();
+    const ex = await TfExecutor.load(suffixModel(tuned, 'r0', [4, S, S], ['features']), { outputs: ['features'] });
+    const f = ex.run(tf.tensor(out.r0!.data, out.r0!.dims));
+    const a = f.features!.dataSync();
+    f.features!.dispose();
+    ex.dispose();
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - out.features!.data[i]!) < 1e-4, `feature ${i}`);
+  });
+
+  test('LR finder: exponential sweep, stops when the loss blows up, deterministic, suggestion inside the range', async () => {
+    const m = buildLoaded(tinyCnn());
+    const train = cutSet(24, 1);
+    const run = () => lrFind(m, 'features', 'r0', [4, S, S], train, undefined, ['a', 'b'], { batchSize: 8, minLr: 1e-6, maxLr: 1e3, steps: 60, probeEpochs: 0, backboneLrFactor: 1, clipNorm: 0, seed: 2 });
+    const a = await run();
+    const b = await run();
+    assert.deepEqual(a.losses, b.losses);
+    assert.ok(a.lrs.length >= 10, `steps recorded: ${a.lrs.length}`);
+    for (let i = 1; i < a.lrs.length; i++) assert.ok(a.lrs[i]! > a.lrs[i - 1]!, 'lr grows');
+    assert.ok(Math.abs(a.lrs[1]! / a.lrs[0]! - (1e9) ** (1 / 59)) < 1e-9, 'exponential steps');
+    assert.ok(a.stoppedEarly && a.lrs.length < 60, `a sweep up to lr 1000 diverges before the end (${a.lrs.length} steps)`);
+    assert.ok(a.suggested >= 1e-6 / 10 && a.suggested <= a.lrs[a.lrs.length - 1]!, `suggestion ${a.suggested}`);
+    assert.ok(Math.min(...a.smoothed) < a.smoothed[0]!, 'the loss falls somewhere in the sweep');
   });
 
   test('a NaN loss stops with a clear error and keeps the last good checkpoint', async () => {
