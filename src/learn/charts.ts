@@ -12,10 +12,10 @@ export interface ChartSize {
   height: number;
 }
 
-const FONT = `font-family="DejaVu Sans, Verdana, sans-serif"`;
-const INK = '#222';
-const MUTED = '#666';
-const GRID = '#e4e4e4';
+export const FONT = `font-family="DejaVu Sans, Verdana, sans-serif"`;
+export const INK = '#222';
+export const MUTED = '#666';
+export const GRID = '#e4e4e4';
 const TRAIN_COLOUR = '#1f77b4';
 const VAL_COLOUR = '#e8590c';
 const BEST_COLOUR = '#2b8a3e';
@@ -48,7 +48,7 @@ const BLUE_HI: [number, number, number] = [8, 69, 148];
 const RED_LO: [number, number, number] = [253, 234, 224];
 const RED_HI: [number, number, number] = [165, 15, 21];
 
-async function renderPng(svg: string, path: string): Promise<ChartSize> {
+export async function renderPng(svg: string, path: string): Promise<ChartSize> {
   const { data, info } = await sharp(Buffer.from(svg)).png().toBuffer({ resolveWithObject: true });
   await writeFileAtomic(path, data);
   return { width: info.width, height: info.height };

@@ -11,7 +11,8 @@ import { buildLoaded } from '../engine/tf/onnx-builder.js';
 import { GraftError } from '../errors.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
 import { cutForLastBlocks, replaceInitializers, type Block } from '../learn/blocks.js';
-import { finetune, finetuneSettings, type CutSet, type FinetuneOptions } from '../learn/finetune.js';
+import { finetune, finetuneSettings, lrFind, type CutSet, type FinetuneOptions, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
+import { lrFinderPng } from '../learn/lr-chart.js';
 import type { EpochLog, Head } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
@@ -30,26 +31,32 @@ export const FINETUNE_FILES = {
   checkpoints: 'checkpoints',
 } as const;
 
-export interface FinetuneRunOptions {
+/** What fine-tuning and the LR finder need to get to the cut tensors. */
+export interface FinetuneDataOptions {
   data: string;
   val?: string;
   model: string;
-  out: string;
   /** How many of the last conv blocks to fine-tune, or 'all'. */
   blocks: number | 'all';
   layout?: LayoutName | 'auto';
   label?: 'breed' | 'species';
   valFraction?: number;
   seed?: number;
-  finetune?: FinetuneOptions;
   backbone?: BackboneOptions;
   batchSize?: number;
   /** false: no cache; a string: cache root; undefined: the default cache. */
   cache?: string | false;
-  topWrong?: number;
   reporter?: Reporter;
+}
+
+export interface FinetuneRunOptions extends FinetuneDataOptions {
+  out: string;
+  finetune?: FinetuneOptions;
+  topWrong?: number;
   /** Continue from <out>/checkpoints/last.ckpt. */
   resume?: boolean;
+  /** Ctrl-C: the fine-tuning loop saves a checkpoint at the current step and throws InterruptedError. */
+  signal?: AbortSignal;
 }
 
 export interface FinetuneRunResult {
@@ -73,7 +80,7 @@ function toCutSet(items: DatasetItem[], res: ExtractResult): CutSet & { items: D
   return { x: res.features, n: kept.length, y: Int32Array.from(kept, (it) => it.label), items: kept };
 }
 
-type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter'> };
+type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart'> };
 
 /**
  * Fine-tune the last blocks of a backbone with a linear head, end to end: open the data; run the frozen prefix on
@@ -81,17 +88,28 @@ type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune'>
  * train the suffix and the head on TF.js (learn/finetune.ts); write a run folder whose `model.onnx` is the backbone
  * with the fine-tuned weights, so `graft predict` / `graft eval` use it like any run.
  */
-export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRunResult> {
-  const r = opts.reporter;
-  const seed = opts.seed ?? 0;
-  if (!opts.resume) {
-    const { reporter: _r, resume: _s, finetune: ft, ...rest } = opts;
-    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, ...ftRest } = ft ?? {};
-    const saved: SavedOptions = { ...rest, finetune: ftRest };
-    await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
-  }
-  const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
+interface Prepared {
+  ref: Awaited<ReturnType<typeof resolveModel>>;
+  cut: string;
+  blocks: Block[];
+  cutShape: number[];
+  train: ReturnType<typeof toCutSet>;
+  val: ReturnType<typeof toCutSet>;
+  classes: string[];
+  trainSet: Awaited<ReturnType<typeof openTrainVal>>['trainSet'];
+  valSet: Awaited<ReturnType<typeof openTrainVal>>['valSet'];
+  valFraction: number;
+  skipped: Skipped[];
+  tPrefix: number;
+}
 
+/**
+ * Open the data and run the frozen prefix (ONNX Runtime) over it, up to the cut; rows are cached on disk per image,
+ * keyed by model hash + cut tensor + preprocessing + file.
+ */
+async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepared> {
+  const r = opts.reporter;
+  const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
   const ref = await resolveModel(opts.model, opts.backbone);
   for (const w of ref.warnings) r?.warn?.(w);
   const { cut, blocks } = cutForLastBlocks(ref.onnx, opts.blocks);
@@ -131,10 +149,23 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
   } finally {
     await runner.dispose();
   }
-  const tPrefix = (performance.now() - t0) / 1000;
   const skipped = [...trainSet.skipped, ...(valSet?.skipped ?? []), ...extraSkipped];
-  if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
   if (train.n === 0) throw new GraftError(`${opts.data}: no readable training images`);
+  return { ref, cut, blocks, cutShape, train, val, classes, trainSet, valSet, valFraction, skipped, tPrefix: (performance.now() - t0) / 1000 };
+}
+
+export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRunResult> {
+  const r = opts.reporter;
+  const seed = opts.seed ?? 0;
+  if (!opts.resume) {
+    const { reporter: _r, resume: _s, signal: _sig, finetune: ft, ...rest } = opts;
+    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, signal: _sg, onStart: _os, ...ftRest } = ft ?? {};
+    const saved: SavedOptions = { ...rest, finetune: ftRest };
+    await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
+  }
+  const { ref, cut, blocks, cutShape, train, val, classes, trainSet, valFraction, skipped, tPrefix } = await prepare(opts, seed);
+  if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
+  opts.signal?.throwIfAborted?.();
 
   const t1 = performance.now();
   const settings = finetuneSettings({ seed, ...opts.finetune });
@@ -144,6 +175,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
     seed: settings.seed,
     checkpointDir: join(opts.out, FINETUNE_FILES.checkpoints),
     resume: opts.resume,
+    signal: opts.signal,
     onInitial: (e) => {
       r?.info?.(`before fine-tuning (linear probe on frozen features): val acc ${e.valAcc.toFixed(4)}, val loss ${e.valLoss.toFixed(4)}`);
       opts.finetune?.onInitial?.(e);
@@ -225,7 +257,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
 }
 
 /** Continue a fine-tuning run from its last checkpoint, with the options it was started with. */
-export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook'> } = {}): Promise<FinetuneRunResult> {
+export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
   const p = join(dir, FINETUNE_FILES.options);
   let saved: SavedOptions;
   try {
@@ -233,5 +265,43 @@ export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOpti
   } catch {
     throw new GraftError(`${dir}: not a fine-tuning run to resume (${FINETUNE_FILES.options} missing or unreadable)`);
   }
-  return finetuneRun({ ...saved, out: dir, reporter: extra.reporter, resume: true, finetune: { ...saved.finetune, ...extra.finetune } });
+  return finetuneRun({ ...saved, out: dir, reporter: extra.reporter, signal: extra.signal, resume: true, finetune: { ...saved.finetune, ...extra.finetune } });
+}
+
+export interface LrFindRunOptions extends FinetuneDataOptions {
+  /** PNG of loss against learning rate. */
+  out: string;
+  sweep?: LrFindOptions;
+  signal?: AbortSignal;
+}
+
+export interface LrFindRunResult extends LrFindResult {
+  png: string;
+  counts: { train: number; val: number };
+  cut: { tensor: string; shape: number[]; blocks: number };
+}
+
+/**
+ * `graft lr-find`: the same data, cut and starting head as `graft train --finetune N` would use, a short training
+ * run with an exponentially growing learning rate, and the picture of loss against learning rate.
+ */
+export async function lrFindRun(opts: LrFindRunOptions): Promise<LrFindRunResult> {
+  const r = opts.reporter;
+  const seed = opts.seed ?? 0;
+  const p = await prepare(opts, seed);
+  if (p.skipped.length) r?.warn?.(`${p.skipped.length} files skipped (unreadable)`);
+  const steps = opts.sweep?.steps ?? 100;
+  r?.start?.('lr sweep', steps, 'step');
+  const res = await lrFind(p.ref.onnx, p.ref.featureTensor, p.cut, p.cutShape, p.train, p.val.n > 0 ? p.val : undefined, p.classes, {
+    seed,
+    ...opts.sweep,
+    signal: opts.signal,
+    onStep: (i, lr, loss) => {
+      r?.update?.('lr sweep', i + 1, `lr ${lr.toExponential(1)} loss ${loss.toFixed(3)}`);
+      opts.sweep?.onStep?.(i, lr, loss);
+    },
+  });
+  r?.end?.('lr sweep');
+  await lrFinderPng(res, opts.out, `learning-rate finder: last ${p.blocks.length} block(s) + linear head, ${p.train.n} images`);
+  return { ...res, png: opts.out, counts: { train: p.train.n, val: p.val.n }, cut: { tensor: p.cut, shape: p.cutShape, blocks: p.blocks.length } };
 }
