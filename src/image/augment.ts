@@ -224,38 +224,36 @@ export function applyPixelAugment(img: RgbImage, p: Pick<AugmentParams, 'flip' |
     }
     return { data: out, width, height };
   }
-  const f = new Float32Array(n);
-  const b = p.brightness;
+  // Two passes over the source, no float copy: the first only sums the grey that contrast needs (brightness applied),
+  // the second recomputes brightness and applies everything, writing flipped.
+  const b = p.brightness, c = p.contrast, s = p.saturation;
   let grey = 0;
+  if (c !== 1) {
+    for (let i = 0; i < n; i += 3) grey += LR * clamp255(src[i]! * b) + LG * clamp255(src[i + 1]! * b) + LB * clamp255(src[i + 2]! * b);
+  }
+  const m = ((1 - c) * grey) / (width * height);
   for (let y = 0; y < height; y++) {
     const row = y * width * 3;
     for (let x = 0; x < width; x++) {
       const o = row + x * 3;
       const i = p.flip ? row + (width - 1 - x) * 3 : o;
-      const r = clamp255(src[i]! * b), g = clamp255(src[i + 1]! * b), bl = clamp255(src[i + 2]! * b);
-      f[o] = r;
-      f[o + 1] = g;
-      f[o + 2] = bl;
-      grey += LR * r + LG * g + LB * bl;
+      let r = clamp255(src[i]! * b), g = clamp255(src[i + 1]! * b), bl = clamp255(src[i + 2]! * b);
+      if (c !== 1) {
+        r = clamp255(c * r + m);
+        g = clamp255(c * g + m);
+        bl = clamp255(c * bl + m);
+      }
+      if (s !== 1) {
+        const k = (1 - s) * (LR * r + LG * g + LB * bl);
+        r = clamp255(s * r + k);
+        g = clamp255(s * g + k);
+        bl = clamp255(s * bl + k);
+      }
+      // Round half up; values are already in [0, 255].
+      out[o] = (r + 0.5) | 0;
+      out[o + 1] = (g + 0.5) | 0;
+      out[o + 2] = (bl + 0.5) | 0;
     }
-  }
-  if (p.contrast !== 1) {
-    const c = p.contrast;
-    const m = ((1 - c) * grey) / (width * height);
-    for (let i = 0; i < n; i++) f[i] = clamp255(c * f[i]! + m);
-  }
-  const s = p.saturation;
-  for (let i = 0; i < n; i += 3) {
-    let r = f[i]!, g = f[i + 1]!, bl = f[i + 2]!;
-    if (s !== 1) {
-      const k = (1 - s) * (LR * r + LG * g + LB * bl);
-      r = clamp255(s * r + k);
-      g = clamp255(s * g + k);
-      bl = clamp255(s * bl + k);
-    }
-    out[i] = Math.round(r);
-    out[i + 1] = Math.round(g);
-    out[i + 2] = Math.round(bl);
   }
   return { data: out, width, height };
 }
