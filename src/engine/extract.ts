@@ -1,4 +1,5 @@
 import { ImageError } from '../errors.js';
+import { augmentKey, loadAugmentedInto, type AugmentParams } from '../image/augment.js';
 import type { DecodeOptions } from '../image/decode.js';
 import { loadInto } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
@@ -12,6 +13,12 @@ export interface ExtractOptions {
   cache?: FeatureCache;
   decode?: DecodeOptions;
   onProgress?: (p: { done: number; total: number; fromCache: number }) => void;
+  /**
+   * Per path (same indices), the augmented view to extract instead of the plain image; undefined entries (or no
+   * array) load the plain image. A path may appear several times with different views (see flattenViews). The
+   * cache keeps each view apart from the plain row and from other views.
+   */
+  augment?: readonly (AugmentParams | undefined)[];
 }
 
 export interface ExtractResult {
@@ -54,22 +61,31 @@ export async function extractFeatures(
   const batchSize = Math.max(1, opts.batchSize ?? 32);
   const per = 3 * spec.size[0] * spec.size[1];
   const cache = opts.cache;
+  const augment = opts.augment;
+  if (augment && augment.length !== paths.length) throw new RangeError(`${augment.length} augment entries for ${paths.length} paths`);
+  const variant = (i: number): string | undefined => {
+    const a = augment?.[i];
+    return a ? augmentKey(a) : undefined;
+  };
 
   const prepare = async (start: number): Promise<Prepared> => {
     const batch = paths.slice(start, start + batchSize);
-    const cached = cache ? await Promise.all(batch.map((p) => cache.get(p))) : batch.map(() => undefined);
+    const cached = cache ? await Promise.all(batch.map((p, i) => cache.get(p, variant(start + i)))) : batch.map(() => undefined);
     const misses = cached.map((c, i) => (c ? -1 : i)).filter((i) => i >= 0);
     const input = new Float32Array(misses.length * per);
     const slots: Prepared['slots'] = cached.map((c) => (c?.kind === 'features' ? { row: c.data } : c ? { skip: c.reason } : { skip: '' }));
     const ok = await Promise.all(
       misses.map(async (i, j) => {
         try {
-          await loadInto(input, j * per, batch[i]!, spec, { ...opts.decode, name: batch[i] });
+          const view = augment?.[start + i];
+          const decode = { ...opts.decode, name: batch[i] };
+          if (view) await loadAugmentedInto(input, j * per, batch[i]!, spec, view, decode);
+          else await loadInto(input, j * per, batch[i]!, spec, decode);
           return true;
         } catch (err) {
           const reason = err instanceof ImageError ? err.reason : (err as Error).message;
           slots[i] = { skip: reason };
-          if (cache) await cache.put(batch[i]!, { kind: 'unreadable', reason });
+          if (cache) await cache.put(batch[i]!, { kind: 'unreadable', reason }, variant(start + i));
           return false;
         }
       }),
@@ -121,7 +137,7 @@ export async function extractFeatures(
       } else {
         row = out!.slice(s.decoded * dim, (s.decoded + 1) * dim);
         computed++;
-        if (cache) puts.push(cache.put(path, { kind: 'features', data: row }));
+        if (cache) puts.push(cache.put(path, { kind: 'features', data: row }, variant(start + i)));
       }
       dim = row.length;
       rows.push(row);

@@ -22,7 +22,8 @@ function checksum(payload: Uint8Array): Buffer {
 
 /**
  * Features on disk, one small file per image, under a folder named by what produced them (model bytes, tensor,
- * preprocessing), keyed by the file's identity (absolute path, size, mtime). Any change to either makes a miss.
+ * preprocessing), keyed by the file's identity (absolute path, size, mtime) and, for rows other than the plain one
+ * (augmented views), a variant string. Any change to any of these makes a miss.
  * Each entry carries a checksum: a damaged entry reads as a miss and is rewritten. Images that failed to decode are
  * cached too, so a re-run neither decodes them again nor forgets to report them.
  */
@@ -40,19 +41,21 @@ export class FeatureCache {
     this.dir = join(root, key);
   }
 
-  private async entryPath(file: string): Promise<string | undefined> {
+  /** `variant` names another row of the same file (an augmented view); none = the plain row, keyed as before. */
+  private async entryPath(file: string, variant?: string): Promise<string | undefined> {
     let st;
     try {
       st = await stat(file);
     } catch {
       return undefined;
     }
-    const id = createHash('sha256').update(`${resolve(file)}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 32);
+    const ident = `${resolve(file)}\0${st.size}\0${st.mtimeMs}${variant === undefined ? '' : `\0${variant}`}`;
+    const id = createHash('sha256').update(ident).digest('hex').slice(0, 32);
     return join(this.dir, id.slice(0, 2), `${id}.bin`);
   }
 
-  async get(file: string): Promise<CacheEntry | undefined> {
-    const p = await this.entryPath(file);
+  async get(file: string, variant?: string): Promise<CacheEntry | undefined> {
+    const p = await this.entryPath(file, variant);
     if (!p) return undefined;
     let buf: Buffer;
     try {
@@ -71,8 +74,8 @@ export class FeatureCache {
     return entry;
   }
 
-  async put(file: string, entry: CacheEntry): Promise<void> {
-    const p = await this.entryPath(file);
+  async put(file: string, entry: CacheEntry, variant?: string): Promise<void> {
+    const p = await this.entryPath(file, variant);
     if (!p) return;
     await writeFileAtomic(p, encodeEntry(entry));
   }

@@ -111,6 +111,26 @@ export async function decodeImage(
   return runPipeline(input, () => buildPipeline(input, opts), opts);
 }
 
+/**
+ * Width and height of the image as displayed (EXIF orientation applied, first page only), read from the header
+ * without decoding pixels: the frame that `buildPipeline(...).extract()` coordinates refer to, since the pipeline
+ * orients before it extracts. Throws ImageError like `runPipeline`.
+ */
+export async function orientedSize(
+  input: ImageInput,
+  opts: DecodeOptions & { name?: string } = {},
+): Promise<{ width: number; height: number }> {
+  const name = inputName(input, opts);
+  if (typeof input !== 'string' && input.length === 0) throw new ImageError(name, 'empty input (0 bytes)');
+  const limit = checkedMaxPixels(opts.maxPixels);
+  try {
+    const m = await sharp(input, { failOn: FAIL_ON, limitInputPixels: limit === 0 ? false : limit, pages: 1, page: 0 }).metadata();
+    return { width: m.autoOrient.width, height: m.autoOrient.height };
+  } catch (err) {
+    throw await explainFailure(input, name, err, opts.maxPixels);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Failure explanation
 

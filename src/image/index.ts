@@ -10,3 +10,20 @@ export {
   RANGE_MINUS1_1,
   type PreprocessSpec,
 } from './spec.js';
+export {
+  applyPixelAugment,
+  augmentedViews,
+  augmentKey,
+  cropBox,
+  DEFAULT_AUGMENT,
+  describeAugment,
+  flattenViews,
+  loadAugmentedInto,
+  loadAugmentedPixels,
+  NO_AUGMENT,
+  resolveAugmentOptions,
+  sampleAugment,
+  type AugmentOptions,
+  type AugmentOptionsInput,
+  type AugmentParams,
+} from './augment.js';

@@ -171,12 +171,23 @@ export async function loadImageAndTensor(
   opts: DecodeOptions & { name?: string } = {},
 ): Promise<{ image: RgbImage; tensor: Float32Array }> {
   const px = await runPipeline(input, () => buildPipeline(input, opts).resize(resizeOptions(spec)), opts);
+  const image = centreCropPixels(px, spec);
+  const tensor = new Float32Array(tensorLength(spec));
+  normaliseInto(tensor, 0, image.data, image.width, image.height, spec);
+  return { image, tensor };
+}
+
+/**
+ * The centre crop `normaliseInto` takes from pixels at least as large as spec.size, as its own picture (same
+ * offsets, half to even); returns `img` itself when it is already that size.
+ */
+export function centreCropPixels(img: RgbImage, spec: PreprocessSpec): RgbImage {
   const [h, w] = spec.size;
-  const left = roundHalfEven((px.width - w) / 2);
-  const top = roundHalfEven((px.height - h) / 2);
+  if (img.width === w && img.height === h) return img;
+  if (img.width < w || img.height < h) throw new RangeError(`pixels are ${img.width}x${img.height}, smaller than the ${w}x${h} crop`);
+  const left = roundHalfEven((img.width - w) / 2);
+  const top = roundHalfEven((img.height - h) / 2);
   const data = Buffer.alloc(w * h * 3);
-  for (let y = 0; y < h; y++) px.data.copy(data, y * w * 3, ((top + y) * px.width + left) * 3, ((top + y) * px.width + left + w) * 3);
-  const tensor = new Float32Array(3 * h * w);
-  normaliseInto(tensor, 0, data, w, h, spec);
-  return { image: { data, width: w, height: h }, tensor };
+  for (let y = 0; y < h; y++) img.data.copy(data, y * w * 3, ((top + y) * img.width + left) * 3, ((top + y) * img.width + left + w) * 3);
+  return { data, width: w, height: h };
 }

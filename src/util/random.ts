@@ -30,6 +30,18 @@ export function deriveSeed(seed: number, stream: number): number {
   return (h ^ (h >>> 15)) >>> 0;
 }
 
+/**
+ * A 32-bit hash of a string (FNV-1a over UTF-16 code units, then an avalanche), for deriving a seed from a name,
+ * e.g. one stream per image. Not cryptographic; the same on every machine.
+ */
+export function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
 /** Fisher–Yates shuffle, in place; returns `arr`. */
 export function shuffleInPlace<T extends { length: number; [i: number]: unknown }>(arr: T, rng: Rng): T {
   for (let i = arr.length - 1; i > 0; i--) {
