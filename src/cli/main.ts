@@ -11,6 +11,7 @@ import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, ModelF
 import { cliReporter } from './progress.js';
 import { out, pct, printJson, withCommon, type Common } from './output.js';
 import { COMMANDS } from './commands/index.js';
+import { addFinetuneOptions, finetuneOptions, interruptible, parseBlocks, type FinetuneFlags } from './finetune-flags.js';
 
 function summariseEvaluation(e: Evaluation): void {
   out(`accuracy ${pct(e.accuracy)}  balanced accuracy ${pct(e.balancedAccuracy)}  log loss ${e.logLoss.toFixed(4)}  (${e.n} images)`);
@@ -39,7 +40,7 @@ export function buildProgram(): Command {
   const common = withCommon;
 
   addModelOptions(
-    common(
+    addFinetuneOptions(common(
       program
         .command('train')
         .description('extract features with a frozen backbone and train a classifier head on them; writes a run folder')
@@ -48,10 +49,6 @@ export function buildProgram(): Command {
         .option('--out <dir>', 'run folder to write (required)')
         .option('--finetune <n|all>', 'fine-tune the last N conv blocks (or all) with a linear head instead of training on frozen features')
         .option('--resume <run>', 'continue a fine-tuning run from its last checkpoint (graft train --resume <run>)')
-        .option('--backbone-lr-factor <x>', 'fine-tuning: backbone learning rate = --lr x this (default 0.1)', floatArg('--backbone-lr-factor', 0))
-        .option('--label-smoothing <x>', 'fine-tuning: label smoothing (default 0)', floatArg('--label-smoothing', 0, 0.99))
-        .option('--warmup <f>', 'fine-tuning: share of steps with linear warmup before cosine decay (default 0.1)', floatArg('--warmup', 0, 1))
-        .option('--clip-norm <x>', 'fine-tuning: clip gradients to this global norm, 0 = off (default 1)', floatArg('--clip-norm', 0))
         .option('--val <dir>', 'validation folder (default: a seeded stratified split of <data>)')
         .option('--val-fraction <f>', 'validation share when splitting', floatArg('--val-fraction', 0.01, 0.9), 0.2)
         .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto'))
@@ -61,49 +58,38 @@ export function buildProgram(): Command {
         .option('--lr <x>', 'learning rate (Adam)', floatArg('--lr', 0))
         .option('--weight-decay <x>', 'decoupled weight decay', floatArg('--weight-decay', 0))
         .option('--hidden <n>', 'MLP hidden units', intArg('--hidden'))
-        .option('--dropout <p>', 'MLP dropout', floatArg('--dropout', 0, 0.95))
+        .option('--dropout <p>', 'dropout: after the MLP hidden layer; with --finetune, before the head', floatArg('--dropout', 0, 0.95))
         .option('--patience <n>', 'early stopping patience (epochs without better validation loss)', intArg('--patience', 0))
         .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
         .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
-    ),
+    )),
   )
-    .action(async (data: string | undefined, o: ModelFlags & Common & Record<string, unknown>) => {
+    .addHelpText('after', '\nFine-tuning runs save a checkpoint each epoch; Ctrl-C saves one at the current step and exits with code 130;\n`graft train --resume <run>` continues from it (also after kill -9, from the last finished epoch).')
+    .action(async (data: string | undefined, o: ModelFlags & Common & FinetuneFlags & Record<string, unknown>) => {
       const r = cliReporter({ quiet: o.quiet });
       if (o.resume !== undefined || o.finetune !== undefined) {
-        let ft;
-        if (o.resume !== undefined) {
-          ft = await resumeFinetuneRun(o.resume as string, { reporter: r });
-        } else {
+        const ft = await interruptible(async (signal, started) => {
+          if (o.resume !== undefined) return resumeFinetuneRun(o.resume as string, { reporter: r, signal, finetune: { onStart: started } });
           if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');
-          const blocks = o.finetune === 'all' ? 'all' : Number(o.finetune);
-          if (blocks !== 'all' && !(Number.isInteger(blocks) && blocks >= 1)) throw new UsageError(`--finetune must be a number of blocks >= 1 or 'all' (got ${o.finetune})`);
-          ft = await finetuneRun({
+          return finetuneRun({
             data,
             val: o.val as string | undefined,
             model: o.model as string,
             out: o.out as string,
-            blocks,
+            blocks: parseBlocks(o.finetune as string),
             layout: o.layout as never,
             label: o.label as never,
             valFraction: o.valFraction as number,
             seed: o.seed as number,
-            finetune: {
-              ...(o.epochs !== undefined && { epochs: o.epochs as number }),
-              ...(o.lr !== undefined && { lr: o.lr as number }),
-              ...(o.weightDecay !== undefined && { weightDecay: o.weightDecay as number }),
-              ...(o.dropout !== undefined && { dropout: o.dropout as number }),
-              ...(o.patience !== undefined && { patience: o.patience as number }),
-              ...(o.backboneLrFactor !== undefined && { backboneLrFactor: o.backboneLrFactor as number }),
-              ...(o.labelSmoothing !== undefined && { labelSmoothing: o.labelSmoothing as number }),
-              ...(o.warmup !== undefined && { warmup: o.warmup as number }),
-              ...(o.clipNorm !== undefined && { clipNorm: o.clipNorm as number }),
-            },
+            finetune: { ...finetuneOptions(o), onStart: started },
+            augment: o.augment ? { views: o.augment } : undefined,
             backbone: backboneOptions(o, r),
             batchSize: o.batchSize,
             cache: cacheOption(o),
             reporter: r,
+            signal,
           });
-        }
+        });
         if (o.json) {
           printJson({ run: ft.dir, counts: ft.counts, cut: { tensor: ft.cut.tensor, shape: ft.cut.shape, blocks: ft.cut.blocks.length }, bestEpoch: ft.bestEpoch, stoppedEarly: ft.stoppedEarly, seconds: ft.seconds, validation: ft.validation, skipped: ft.skipped });
           return;

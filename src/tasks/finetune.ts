@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
+import { augmentedViews, describeAugment, resolveAugmentOptions, type AugmentOptionsInput } from '../image/augment.js';
 import type { DatasetItem } from '../data/index.js';
 import { openTrainVal } from './train.js';
 import type { BackboneOptions } from '../engine/backbone.js';
@@ -46,6 +47,12 @@ export interface FinetuneDataOptions {
   batchSize?: number;
   /** false: no cache; a string: cache root; undefined: the default cache. */
   cache?: string | false;
+  /**
+   * Augmentation: run the prefix over `views` augmented versions of every training image (random resized crop,
+   * flip, colour jitter; seeded by the run's seed and each file's path relative to the data folder), cached like
+   * plain rows; each epoch trains on one view per image. Validation images are never augmented.
+   */
+  augment?: { views: number; options?: AugmentOptionsInput };
   reporter?: Reporter;
 }
 
@@ -146,6 +153,31 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
     };
     train = await extract(trainItems, 'train prefix');
     val = await extract(valItems, 'val prefix');
+    const K = opts.augment?.views ?? 0;
+    if (K > 0) {
+      const aug = resolveAugmentOptions(opts.augment?.options);
+      r?.info?.(`augmentation: ${K} view(s) of each training image: ${describeAugment(aug)}`);
+      const root = resolve(opts.data);
+      const keys = train.items.map((it) => relative(root, resolve(it.path)));
+      const params = augmentedViews(keys, K, seed, aug);
+      const per = cutShape.reduce((a, b) => a * b, 1);
+      train.views = [];
+      for (let k = 0; k < K; k++) {
+        const task = `train view ${k + 1}/${K}`;
+        r?.start?.(task, train.n, 'img');
+        const res = await extractFeatures(runner, prefixTensor, ref.spec, train.items.map((i) => i.path), {
+          batchSize: opts.batchSize,
+          cache,
+          augment: params.map((p) => p[k]!),
+          onProgress: (p) => r?.update?.(task, p.done, p.fromCache ? `${p.fromCache} from cache` : undefined),
+        });
+        r?.end?.(task);
+        // A file that decoded once decodes again; should a view still fail, that image trains on its plain row.
+        const rows = train.x.slice();
+        res.kept.forEach((i, j) => rows.set(res.features.subarray(j * per, (j + 1) * per), i * per));
+        train.views.push(rows);
+      }
+    }
   } finally {
     await runner.dispose();
   }
@@ -222,6 +254,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
         convs: blocks.flatMap((b) => b.convs),
         trained: Object.keys(res.weights),
         baseModel: { path: resolve(ref.path), sha256: ref.onnx.info.sha256 },
+        augment: opts.augment?.views ? { views: opts.augment.views, ...resolveAugmentOptions(opts.augment.options) } : null,
         ...settings,
       },
     },

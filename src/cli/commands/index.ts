@@ -4,6 +4,7 @@ import { registerReport } from './report.js';
 import { registerAttack, registerDream } from './vision.js';
 import { registerModels } from './models.js';
 import { register as registerFeaturemaps } from './featuremaps.js';
+import { register as registerLrFind } from './lr-find.js';
 
 /**
  * Commands that live in their own module: each exports `register(program)` adding one subcommand (use `withCommon`
@@ -16,4 +17,5 @@ export const COMMANDS: ((program: Command) => void)[] = [
   registerAttack,
   registerModels,
   registerFeaturemaps,
+  registerLrFind,
 ];

@@ -1,0 +1,75 @@
+/** Flags shared by `graft train --finetune` and `graft lr-find`, and Ctrl-C handling for long training. */
+import { Command, Option } from 'commander';
+import { UsageError } from '../errors.js';
+import type { FinetuneOptions } from '../learn/finetune.js';
+import { floatArg, intArg } from './options.js';
+
+export function addFinetuneOptions(cmd: Command): Command {
+  return cmd
+    .option('--backbone-lr-factor <x>', 'fine-tuning: backbone learning rate = --lr x this (default 0.1)', floatArg('--backbone-lr-factor', 0))
+    .addOption(new Option('--schedule <kind>', "fine-tuning: learning-rate schedule: warmup + cosine, or fastai's one-cycle (default cosine)").choices(['cosine', 'onecycle']))
+    .option('--warmup <f>', 'fine-tuning: share of steps spent warming up (default 0.1 cosine, 0.25 one-cycle)', floatArg('--warmup', 0, 0.99))
+    .option('--label-smoothing <x>', 'fine-tuning: label smoothing (default 0)', floatArg('--label-smoothing', 0, 0.99))
+    .option('--clip-norm <x>', 'fine-tuning: clip gradients to this global norm, 0 = off (default 1)', floatArg('--clip-norm', 0))
+    .option('--augment <views>', 'fine-tuning: cache this many augmented views of each training image (random resized crop, flip, colour jitter); 0 = off (default 0)', intArg('--augment', 0))
+    .option('--balance', 'fine-tuning: weight the loss so every class counts the same (for imbalanced data)')
+    .option('--train-bn', 'fine-tuning: also train batch-norm scale and shift (statistics stay frozen)');
+}
+
+export interface FinetuneFlags {
+  epochs?: number;
+  lr?: number;
+  weightDecay?: number;
+  dropout?: number;
+  patience?: number;
+  batchSize?: number;
+  backboneLrFactor?: number;
+  schedule?: 'cosine' | 'onecycle';
+  warmup?: number;
+  labelSmoothing?: number;
+  clipNorm?: number;
+  augment?: number;
+  balance?: boolean;
+  trainBn?: boolean;
+}
+
+/** FinetuneOptions from the flags that were given (the rest keep the library defaults). */
+export function finetuneOptions(o: FinetuneFlags): FinetuneOptions {
+  const keys = ['epochs', 'lr', 'weightDecay', 'dropout', 'patience', 'backboneLrFactor', 'schedule', 'warmup', 'labelSmoothing', 'clipNorm', 'balance', 'trainBn'] as const;
+  const f: Record<string, unknown> = {};
+  for (const k of keys) if (o[k] !== undefined) f[k] = o[k];
+  return f as FinetuneOptions;
+}
+
+/**
+ * Run `work` with Ctrl-C handling: before training has started (`started()` not called yet) Ctrl-C quits at once
+ * (caches are written atomically, nothing is lost); during training the first Ctrl-C asks the loop to save a
+ * checkpoint at the current step and stop (InterruptedError, exit 130); a second one quits immediately.
+ */
+export async function interruptible<T>(work: (signal: AbortSignal, started: () => void) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  let training = false;
+  const onSigint = () => {
+    if (!training || ac.signal.aborted) {
+      process.stderr.write('\ninterrupted\n');
+      process.exit(130);
+    }
+    process.stderr.write('\nCtrl-C: saving a checkpoint at this step, then stopping (Ctrl-C again to quit now)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await work(ac.signal, () => {
+      training = true;
+    });
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+/** `--finetune <n|all>`. */
+export function parseBlocks(v: string): number | 'all' {
+  const blocks = v === 'all' ? 'all' : Number(v);
+  if (blocks !== 'all' && !(Number.isInteger(blocks) && blocks >= 1)) throw new UsageError(`--finetune must be a number of blocks >= 1 or 'all' (got ${v})`);
+  return blocks;
+}
