@@ -241,6 +241,17 @@ describe('export: tiny models built in the test', () => {
     await compareOnImages(runDir, out, paths, 'tiny mlp');
   });
 
+  test('a run trained on an exported model exports again: the earlier head’s names do not clash', async () => {
+    const runDir = join(dir, 'run-on-export');
+    await trainRun({ ...data(), model: join(dir, 'exported', 'linear.onnx'), out: runDir, head: { kind: 'mlp', hidden: 8, epochs: 10 } });
+    assert.equal((await loadRun(runDir)).config.model.featureTensor, 'features');
+    const out = join(dir, 'exported', 'twice.onnx');
+    await exportRun(runDir, out);
+    const names = (await loadOnnx(out)).info.nodes.map((n) => n.name);
+    assert.equal(new Set(names).size, names.length, `duplicate node names: ${names}`);
+    await compareOnImages(runDir, out, await imagesUnder(join(dir, 'imgs', 'val')), 'exported twice');
+  });
+
   test('fine-tuned run: the exported graph carries the fine-tuned weights; matches the run and the TF.js executor', async () => {
     const runDir = join(dir, 'run-ft');
     const res = await finetuneRun({ ...data(), model: cnn, out: runDir, blocks: 1, finetune: { epochs: 3, batchSize: 4, lr: 1e-2, probeEpochs: 20 } });

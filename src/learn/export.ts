@@ -16,8 +16,6 @@ type GraphProto = InstanceType<typeof onnx.GraphProto>;
 /** Output names of an exported graph, in the order they are listed. */
 export const EXPORT_OUTPUTS = { probabilities: 'probabilities', logits: 'logits', features: 'features' } as const;
 
-/** Head tensors and nodes are prefixed so they cannot clash with the backbone's own names. */
-const HEAD_PREFIX = 'graft_head/';
 const RESERVED = new Set<string>(Object.values(EXPORT_OUTPUTS));
 
 export interface ExportGraphOptions {
@@ -84,7 +82,7 @@ function renameClashes(graph: GraphProto, tensors: Set<string>): Map<string, str
   const inputs = new Set((graph.input ?? []).map((v) => v.name ?? ''));
   const renames = new Map<string, string>();
   for (const t of tensors) {
-    if (!RESERVED.has(t) && !t.startsWith(HEAD_PREFIX)) continue;
+    if (!RESERVED.has(t)) continue;
     if (inputs.has(t)) throw new GraftError(`the backbone's input is named '${t}', which the exported graph needs for an output; rename it first`);
     let name = `backbone/${t}`;
     for (let i = 1; tensors.has(name); i++) name = `backbone/${t}_${i}`;
@@ -101,11 +99,22 @@ function renameClashes(graph: GraphProto, tensors: Set<string>): Map<string, str
   return renames;
 }
 
+/**
+ * A prefix for the head's tensor and node names that no backbone name starts with (exporting a run trained on an
+ * exported model meets the previous head's names).
+ */
+function headPrefix(graph: GraphProto): string {
+  const names = (graph.node ?? []).flatMap((n) => [n.name ?? '', ...(n.output ?? [])]).concat((graph.initializer ?? []).map((t) => t.name ?? ''));
+  let prefix = 'graft_head/';
+  for (let i = 2; names.some((n) => n.startsWith(prefix)); i++) prefix = `graft_head${i}/`;
+  return prefix;
+}
+
 /** The ops that turn (flattened) features into logits, as the head computes them in src/learn/heads.ts. */
-function addHead(b: OnnxBuilder, features: string, head: HeadJson, src: string): number {
+function addHead(b: OnnxBuilder, features: string, head: HeadJson, src: string, prefix: string): number {
   const d = head.dim;
   const C = head.classes.length;
-  const p = (s: string) => HEAD_PREFIX + s;
+  const p = (s: string) => prefix + s;
   b.node('Flatten', [features], EXPORT_OUTPUTS.features, { axis: 1 }, p('flatten'));
   // Sub/Div rather than folding into the Gemm: the same float operations, in the same order, as predictProba.
   b.floats(p('mean'), [d], decodeFloat32(head.mean, [d], 'mean', src));
@@ -169,7 +178,7 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
   const feature = renames.get(opts.featureTensor) ?? opts.featureTensor;
 
   const b = new OnnxBuilder();
-  const headNodes = addHead(b, feature, opts.head, src);
+  const headNodes = addHead(b, feature, opts.head, src, headPrefix(graph));
   const batch = imageInput.shape[0] ?? 'batch';
   const batchDim = typeof batch === 'number' && batch > 0 ? batch : typeof batch === 'string' && batch !== '?' ? batch : 'batch';
   const C = opts.head.classes.length;

@@ -70,7 +70,9 @@ async function maxProbaDiff(
   spec: PreprocessSpec,
   predictProba: (x: Float32Array, n: number) => Float32Array,
 ): Promise<{ images: number; maxAbsDiff: number }> {
-  const n = 2;
+  // A model with a fixed batch size only takes batches of that size.
+  const fixed = exported.info.inputs[0]?.shape[0];
+  const n = typeof fixed === 'number' && fixed > 0 ? fixed : 2;
   const [h, w] = spec.size;
   const x = verificationBatch(spec, n);
   const dims = spec.layout === 'NCHW' ? [n, 3, h, w] : [n, h, w, 3];
