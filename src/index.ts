@@ -17,6 +17,8 @@ export { finetuneRun, resumeFinetuneRun, FINETUNE_FILES, type FinetuneRunOptions
 export { finetune, listBlocks, cutForLastBlocks, suffixModel, convWeightNames, replaceInitializers, readCheckpoint, writeCheckpoint, type Block, type CutSet, type FinetuneOptions, type FinetuneResult } from './learn/finetune.js';
 export { evalRun, type EvalRunOptions } from './tasks/evaluate.js';
 export { predict, type PredictOptions, type PredictResult } from './tasks/predict.js';
+export { exportRun, describePreprocess, type ExportOptions, type ExportResult } from './tasks/export.js';
+export { buildExportGraph, EXPORT_OUTPUTS, type ExportGraphOptions, type ExportedGraph } from './learn/export.js';
 export { extractDir, type ExtractDirOptions } from './tasks/extract.js';
 export { layers } from './tasks/layers.js';
 export { featureMaps, type FeatureMapsOptions, type FeatureMapsResult, type LayerMaps } from './vision/featuremaps.js';

@@ -42,3 +42,18 @@ export async function readLabelsFile(path: string): Promise<string[]> {
   if (lines.length === 0) throw new GraftError(`${path}: no class names in labels file`);
   return lines;
 }
+
+/** metadata_props key under which graft stores class names (a JSON array) in the ONNX files it writes. */
+export const LABELS_METADATA_KEY = 'graft.labels';
+
+/** Class names stored in a model's metadata, if any and well-formed (a bad entry is ignored, not fatal). */
+export function labelsFromMetadata(metadata: Record<string, string>): string[] | undefined {
+  const raw = metadata[LABELS_METADATA_KEY];
+  if (!raw) return undefined;
+  try {
+    const arr: unknown = JSON.parse(raw);
+    return Array.isArray(arr) && arr.length > 0 && arr.every((s) => typeof s === 'string') ? arr : undefined;
+  } catch {
+    return undefined;
+  }
+}

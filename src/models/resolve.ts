@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { PreprocessSpec, PreprocessSpecSchema } from '../image/spec.js';
 import type { DownloadProgress } from './download.js';
-import { defaultLabels, readLabelsFile } from './labels.js';
+import { defaultLabels, labelsFromMetadata, readLabelsFile } from './labels.js';
 import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
 import { derivePreprocess } from './preprocess-from-model.js';
 import { modelSourcePath } from './store.js';
@@ -121,7 +121,8 @@ export async function resolveModel(source: string, opts: ResolveOptions = {}): P
   const sidecar = await readSidecar(path);
   const { spec, source: specSource, warnings } = derivePreprocess(onnx.info, sidecar?.preprocess, opts.preprocess);
   const { feature, logits } = pickTensors(onnx.info, sidecar, opts);
-  let labels = opts.labelsFile ? await readLabelsFile(opts.labelsFile) : sidecar?.labels;
+  // A model exported by graft carries its class names, so it keeps them even without its sidecar.
+  let labels = opts.labelsFile ? await readLabelsFile(opts.labelsFile) : (sidecar?.labels ?? labelsFromMetadata(onnx.info.metadata));
   if (!labels && logits) {
     const n = lastDim(onnx.info, logits);
     if (n !== undefined) labels = await defaultLabels(n);

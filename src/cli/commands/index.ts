@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerConvert } from './convert.js';
+import { registerExport } from './export.js';
 import { registerReport } from './report.js';
 import { registerAttack, registerDream } from './vision.js';
 import { registerModels } from './models.js';
@@ -12,6 +13,7 @@ import { register as registerLrFind } from './lr-find.js';
  */
 export const COMMANDS: ((program: Command) => void)[] = [
   registerConvert,
+  registerExport,
   registerReport,
   registerDream,
   registerAttack,

@@ -62,6 +62,11 @@ export class OnnxBuilder {
     return output;
   }
 
+  /** What has been built so far, for splicing into an existing graph instead of writing a whole model. */
+  parts() {
+    return { nodes: [...this.nodes], initializers: [...this.inits], inputs: [...this.inputs], outputs: [...this.outputs] };
+  }
+
   build(meta: { producer: string; graphName: string; metadata?: Record<string, string> }): Uint8Array {
     const graph = onnx.GraphProto.create({ name: meta.graphName, node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs });
     const model = onnx.ModelProto.create({
