@@ -12,7 +12,7 @@ export function addFinetuneOptions(cmd: Command): Command {
     .option('--label-smoothing <x>', 'fine-tuning: label smoothing (default 0)', floatArg('--label-smoothing', 0, 0.99))
     .option('--clip-norm <x>', 'fine-tuning: clip gradients to this global norm, 0 = off (default 1)', floatArg('--clip-norm', 0))
     .option('--augment <views>', 'fine-tuning: cache this many augmented views of each training image (random resized crop, flip, colour jitter); 0 = off (default 0)', intArg('--augment', 0))
-    .option('--balance', 'fine-tuning: weight the loss so every class counts the same (for imbalanced data)')
+    .option('--balance', 'weight the loss so every class counts the same (imbalanced data; linear/MLP heads and fine-tuning)')
     .option('--train-bn', 'fine-tuning: also train batch-norm scale and shift (statistics stay frozen)');
 }
 

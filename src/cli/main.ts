@@ -119,6 +119,7 @@ export function buildProgram(): Command {
           ...(o.dropout !== undefined && { dropout: o.dropout as number }),
           ...(o.patience !== undefined && { patience: o.patience as number }),
           ...(o.k !== undefined && { k: o.k as number }),
+          ...(o.balance && { balance: true }),
         },
         backbone: backboneOptions(o, r),
         batchSize: o.batchSize,

@@ -25,7 +25,9 @@ import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
 import { bnAffineNames, convWeightNames, suffixModel } from './blocks.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { trainHead, type EpochLog, type Head, headFromJSON, encodeFloat32 } from './heads.js';
-import { accuracyOf, logLoss } from './metrics.js';
+import { accuracyOf, classWeights, logLoss } from './metrics.js';
+
+export { classWeights } from './metrics.js';
 
 export { bnAffineNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
@@ -197,13 +199,6 @@ export function scheduleAt(s: Pick<FinetuneSettings, 'lr' | 'warmup' | 'schedule
   return { lr: s.lr * 0.5 * (1 + Math.cos((Math.PI * (t - up)) / Math.max(1, total - up))), beta1: 0.9 };
 }
 
-/** Per-class loss weights n / (C · n_c) (classes absent from training get 0). */
-export function classWeights(y: Int32Array, C: number): Float32Array {
-  const counts = new Float64Array(C);
-  for (const c of y) counts[c]++;
-  const present = counts.filter((c) => c > 0).length;
-  return Float32Array.from(counts, (c) => (c > 0 ? y.length / (present * c) : 0));
-}
 
 /** Rows `idx` of a set as one batch tensor; `viewOf[i]` picks the augmented view of row idx[i]. */
 function batchTensor(set: CutSet, cutShape: number[], idx: ArrayLike<number>, viewOf?: ArrayLike<number>): tf.Tensor {
@@ -288,7 +283,8 @@ class Session {
       const probe = await trainHead({ x: f0.x, n: train.n, d, y: train.y }, fv ? { x: fv.x, n: val!.n, d, y: val!.y } : undefined, classes, {
         kind: 'linear',
         epochs: Math.max(1, o.probeEpochs),
-        seed: deriveSeed(o.seed, 11),
+        balance: o.balance,
+        seed: o.seed, // the same seed as `graft train`: fine-tuning starts from the very head it would train
       });
       const pj = probe.head.toJSON();
       if (pj.kind !== 'linear') throw new Error('unreachable');
@@ -646,7 +642,7 @@ export interface LrFindResult {
   minimumOver10: number;
   /** The rate where the smoothed loss falls fastest (per log-lr). */
   steepest: number;
-  /** What we suggest for --lr: minimumOver10, or steepest when it is lower. */
+  /** What we suggest for --lr: minimumOver10 (steepest is shown beside it; it is noisier on small data). */
   suggested: number;
   stoppedEarly: boolean;
 }
@@ -717,10 +713,12 @@ export async function lrFind(
     smoothed.forEach((v, i) => {
       if (v < smoothed[iMin]!) iMin = i;
     });
-    // Steepest descent per log-lr, looked for before the minimum (after it the loss is on its way up).
-    let iSteep = 0;
+    // Steepest descent per log-lr, looked for before the minimum (after it the loss is on its way up) and after the
+    // first tenth of the sweep, where the smoothing still starts up from a few noisy batches.
+    const skip = Math.min(iMin, Math.max(5, Math.floor(lrs.length / 10)));
+    let iSteep = skip;
     let slope = Infinity;
-    for (let i = 1; i <= iMin; i++) {
+    for (let i = skip + 1; i <= iMin; i++) {
       const g = (smoothed[i]! - smoothed[i - 1]!) / Math.log(lrs[i]! / lrs[i - 1]!);
       if (g < slope) {
         slope = g;
@@ -729,7 +727,7 @@ export async function lrFind(
     }
     const minimumOver10 = lrs[iMin]! / 10;
     const steepest = lrs[iSteep]!;
-    return { lrs, losses, smoothed, minimumOver10, steepest, suggested: Math.min(minimumOver10, steepest), stoppedEarly };
+    return { lrs, losses, smoothed, minimumOver10, steepest, suggested: minimumOver10, stoppedEarly };
   } finally {
     sess.dispose();
   }

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { GraftError, UsageError } from '../errors.js';
 import { deriveSeed, mulberry32, shuffleInPlace, type Rng } from '../util/random.js';
 import { addRowBias, gemmABt, softmaxRows, sumRows, transpose } from './kernels.js';
-import { accuracyOf, logLoss } from './metrics.js';
+import { accuracyOf, logLoss, classWeights } from './metrics.js';
 
 export type HeadKind = 'linear' | 'mlp' | 'knn';
 export const HEAD_KINDS: readonly HeadKind[] = ['linear', 'mlp', 'knn'];
@@ -60,6 +60,8 @@ export interface TrainOptions {
    * validation set (then all epochs are trained and the last weights kept).
    */
   patience?: number;
+  /** Weight each example's loss by n / (C · n_class), so rare classes count as much as common ones (default false). */
+  balance?: boolean;
   /** Default 0. */
   seed?: number;
   /** kNN neighbours (default 5; capped at the number of training examples). */
@@ -356,7 +358,8 @@ function makeDenseStep(kind: DenseKind, d: number, H: number, C: number, maxBatc
   const dzT = new Float32Array(mlp ? maxBatch * H : 0);
   const w2T = new Float32Array(mlp ? H * C : 0);
 
-  return (params: Float32Array[], xb: Float32Array, yb: Int32Array, m: number, mask?: Float32Array): StepResult => {
+  // cw: per-class loss weights (class balancing); the loss is the mean of w[y] · cross-entropy over the batch.
+  return (params: Float32Array[], xb: Float32Array, yb: Int32Array, m: number, mask?: Float32Array, cw?: Float32Array): StepResult => {
     const lg = logits.subarray(0, m * C);
     if (!mlp) {
       gemmABt(xb, params[0], lg, m, C, d);
@@ -390,8 +393,9 @@ function makeDenseStep(kind: DenseKind, d: number, H: number, C: number, maxBatc
       let sum = 0;
       for (let c = 0; c < C; c++) sum += Math.exp(lg[o + c] - max);
       const lse = Math.log(sum);
-      loss -= lg[o + yb[i]] - max - lse;
-      for (let c = 0; c < C; c++) dl[o + c] = (Math.exp(lg[o + c] - max - lse) - (c === yb[i] ? 1 : 0)) / m;
+      const w = cw ? cw[yb[i]] : 1;
+      loss -= w * (lg[o + yb[i]] - max - lse);
+      for (let c = 0; c < C; c++) dl[o + c] = (w * (Math.exp(lg[o + c] - max - lse) - (c === yb[i] ? 1 : 0))) / m;
     }
 
     transpose(dl, m, C, dlT);
@@ -513,6 +517,7 @@ interface Resolved {
   hidden: number;
   dropout: number;
   patience: number;
+  balance: boolean;
   seed: number;
   k: number;
   vote: 'weighted' | 'majority';
@@ -528,6 +533,7 @@ function resolveOptions(o: TrainOptions): Resolved {
     hidden: o.hidden ?? 256,
     dropout: o.dropout ?? 0.2,
     patience: o.patience ?? 10,
+    balance: o.balance ?? false,
     seed: o.seed ?? 0,
     k: o.k ?? 5,
     vote: o.vote ?? 'weighted',
@@ -617,6 +623,7 @@ async function trainDense(
   const m1 = params.map((p) => new Float32Array(p.length));
   const m2 = params.map((p) => new Float32Array(p.length));
 
+  const cw = o.balance ? classWeights(train.y, C) : undefined;
   const bsMax = Math.min(o.batchSize, n);
   const stepFn = makeDenseStep(kind, d, H, C, bsMax);
   const xb = new Float32Array(bsMax * d);
@@ -647,7 +654,7 @@ async function trainDense(
         yb[r] = train.y[src];
       }
       if (mask) for (let i = 0; i < m * H; i++) mask[i] = dropRng() >= o.dropout ? keepScale : 0;
-      const res = stepFn(params, xb.subarray(0, m * d), yb, m, mask);
+      const res = stepFn(params, xb.subarray(0, m * d), yb, m, mask, cw);
       step++;
       for (let i = 0; i < params.length; i++) adamwStep(params[i], res.grads[i], m1[i], m2[i], step, o.lr, decays[i]);
       lossSum += res.loss * m;
@@ -690,6 +697,7 @@ async function trainDense(
     weightDecay: o.weightDecay,
     ...(kind === 'mlp' ? { hidden: o.hidden, dropout: o.dropout } : {}),
     patience: o.patience === Infinity ? null : o.patience,
+    ...(o.balance ? { balance: true } : {}),
     seed: o.seed,
     trainExamples: n,
     bestEpoch,

@@ -164,3 +164,11 @@ export function evaluate(
     mostConfused: mostConfused(confusion, classes),
   };
 }
+
+/** Per-class loss weights n / (C · n_c) (classes absent from training get 0). */
+export function classWeights(y: Int32Array, C: number): Float32Array {
+  const counts = new Float64Array(C);
+  for (const c of y) counts[c]++;
+  const present = counts.filter((c) => c > 0).length;
+  return Float32Array.from(counts, (c) => (c > 0 ? y.length / (present * c) : 0));
+}
