@@ -13,6 +13,7 @@ import { logLoss } from '../src/learn/metrics.js';
 import { loadRun } from '../src/learn/run.js';
 import { loadOnnx, parseOnnx } from '../src/models/onnx-file.js';
 import { resolveModel } from '../src/models/resolve.js';
+import { evalRun } from '../src/tasks/evaluate.js';
 import { exportRun } from '../src/tasks/export.js';
 import { finetuneRun } from '../src/tasks/finetune.js';
 import { predict } from '../src/tasks/predict.js';
@@ -225,6 +226,20 @@ describe('export: tiny models built in the test', () => {
     assert.deepEqual(ref.labels, ['blue', 'green', 'red']);
     assert.equal(ref.logitsTensor, 'probabilities');
     assert.equal(ref.logitsAreProbabilities, true);
+  });
+
+  test('graft eval on the exported file: the same evaluation as on the run', async () => {
+    const runDir = join(dir, 'run-linear');
+    const out = join(dir, 'exported', 'linear.onnx');
+    const a = await evalRun(runDir, join(dir, 'imgs', 'val'), { cache: false, out: join(dir, 'eval-run') });
+    const b = await evalRun(out, join(dir, 'imgs', 'val'), { cache: false });
+    assert.equal(b.evaluation.n, a.evaluation.n);
+    assert.equal(b.evaluation.accuracy, a.evaluation.accuracy);
+    assert.deepEqual(b.evaluation.confusion, a.evaluation.confusion);
+    assert.ok(Math.abs(b.evaluation.logLoss - a.evaluation.logLoss) < 1e-5, `log loss ${b.evaluation.logLoss} vs ${a.evaluation.logLoss}`);
+    assert.equal(b.out, join(dir, 'exported', 'linear-eval', 'val'));
+    assert.ok((await stat(join(b.out, 'confusion.png'))).size > 0, 'confusion matrix written beside the model');
+    await assert.rejects(evalRun(tiny, join(dir, 'imgs', 'val'), { cache: false }), (e: unknown) => e instanceof GraftError && /not a classifier with class names|classes/.test((e as Error).message));
   });
 
   test('mlp head: hidden layer + ReLU exported, dropout left out; probabilities within 1e-4', async () => {

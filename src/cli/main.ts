@@ -140,8 +140,8 @@ export function buildProgram(): Command {
     common(
       program
         .command('eval')
-        .description('evaluate a trained run on a labelled folder')
-        .argument('<run>', 'run folder written by graft train')
+        .description('evaluate a trained run (or an exported classifier .onnx) on a labelled folder')
+        .argument('<run>', 'run folder written by graft train, or a model written by graft export')
         .argument('<data>', 'labelled images with the same classes')
         .option('--out <dir>', 'where to write metrics.json and confusion.png (default: <run>/eval/<data name>)')
         .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto')),

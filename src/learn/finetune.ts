@@ -101,7 +101,8 @@ export interface FinetuneResult {
   stoppedEarly: boolean;
   /** Validation class probabilities with the best weights (n × C). */
   valProba?: Float32Array;
-  seconds: { perEpoch: number[] };
+  /** perEpoch: wall time of each epoch (training steps, validation pass, checkpoints); steps: the training steps alone. */
+  seconds: { perEpoch: number[]; steps: number[] };
   /** Validation loss and accuracy before fine-tuning (the linear-probe head on the frozen backbone). */
   initial?: { valLoss: number; valAcc: number };
 }
@@ -545,6 +546,7 @@ export async function finetune(
     }
     opts.onStart?.();
     const perEpoch: number[] = [];
+    const stepSeconds: number[] = [];
     let stoppedEarly = false;
     let ran = 0;
     for (let epoch = startEpoch; epoch <= o.epochs; epoch++) {
@@ -577,6 +579,7 @@ export async function finetune(
         lossSum += r.loss * idx.length;
         correct += r.correct;
       }
+      stepSeconds.push((performance.now() - t0) / 1000);
       const log: EpochLog = { epoch, trainLoss: lossSum / train.n, trainAcc: correct / train.n, lr: scheduleAt(o, total, epoch * steps - 1).lr };
       if (hasVal) {
         const p = sess.proba(val!);
@@ -613,7 +616,7 @@ export async function finetune(
     if (best) sess.restore(best, false);
     const { weights, head } = sess.result({ bestEpoch, ...o });
     const valProba = hasVal ? sess.proba(val!) : undefined;
-    return { weights, head, history, bestEpoch, stoppedEarly, valProba, seconds: { perEpoch }, initial };
+    return { weights, head, history, bestEpoch, stoppedEarly, valProba, seconds: { perEpoch, steps: stepSeconds }, initial };
   } finally {
     sess.dispose();
   }

@@ -77,7 +77,7 @@ export interface FinetuneRunResult {
   counts: { train: number; val: number };
   cut: { tensor: string; shape: number[]; blocks: Block[] };
   weights: Record<string, Float32Array>;
-  seconds: { prefix: number; training: number; perEpoch: number[] };
+  seconds: { prefix: number; training: number; perEpoch: number[]; steps: number[] };
   /** Validation loss/accuracy of the linear-probe head on the frozen backbone, before fine-tuning. */
   initial?: { valLoss: number; valAcc: number };
 }
@@ -264,7 +264,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
     validation,
     bestEpoch: res.bestEpoch,
     initial: res.initial,
-    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch },
+    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch, steps: res.seconds.steps },
   });
   await writeJsonAtomic(join(opts.out, RUN_FILES.history), res.history);
   await writeJsonAtomic(join(opts.out, RUN_FILES.skipped), skipped);
@@ -284,7 +284,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
     counts: { train: train.n, val: val.n },
     cut: { tensor: cut, shape: cutShape, blocks },
     weights: res.weights,
-    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch },
+    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch, steps: res.seconds.steps },
     initial: res.initial,
   };
 }
