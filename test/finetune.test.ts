@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -30,7 +30,7 @@ import { predict } from '../src/tasks/predict.js';
 import { finetuneRun, resumeFinetuneRun } from '../src/tasks/finetune.js';
 import { mulberry32 } from '../src/util/random.js';
 import { colourImage, type Rgb } from './helpers/images.js';
-import { MOBILENET, SKIP_SHARED } from './helpers/shared.js';
+import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
 const S = 8;
 
@@ -434,5 +434,29 @@ describe('fine-tuning the shared MobileNet', { skip: SKIP_SHARED }, () => {
     let max = 0;
     for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - out.features!.data[i]!));
     assert.ok(max < 1e-4, `max difference ${max}`);
+  });
+
+  test('--finetune all on the real MobileNet: every conv trains on the executor; the run predicts the same through ORT', async () => {
+    const root = join(dir, 'cvd-small');
+    for (const [split, k] of [['train', 8], ['validation', 4]] as const) {
+      for (const cls of ['cats', 'dogs']) {
+        await mkdir(join(root, split, cls), { recursive: true });
+        const files = (await readdir(join(SHARED!, 'data/cats_vs_dogs', split, cls))).sort().slice(0, k);
+        for (const f of files) await symlink(join(SHARED!, 'data/cats_vs_dogs', split, cls, f), join(root, split, cls, f));
+      }
+    }
+    const out = join(dir, 'run-all');
+    const res = await finetuneRun({ data: join(root, 'train'), val: join(root, 'validation'), model: MOBILENET, out, blocks: 'all', cache: join(dir, 'cache-all'), finetune: { epochs: 1, batchSize: 8, lr: 1e-4 } });
+    assert.equal(res.cut.blocks.length, 14);
+    assert.equal(res.cut.tensor, 'input');
+    const convWeights = convWeightNames(await loadOnnx(MOBILENET));
+    assert.deepEqual(Object.keys(res.weights).sort(), [...convWeights].sort());
+    assert.equal(res.history.length, 1);
+    assert.ok(Number.isFinite(res.history[0]!.trainLoss), 'finite loss');
+    // The fine-tuned model.onnx on ONNX Runtime gives what the executor gave on the validation images.
+    const ev = await evalRun(out, join(root, 'validation'), { cache: false });
+    assert.equal(ev.evaluation.n, 8);
+    assert.equal(ev.evaluation.accuracy, res.validation.accuracy);
+    assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ORT ${ev.evaluation.logLoss} vs executor ${res.validation.logLoss}`);
   });
 });
