@@ -232,6 +232,8 @@ function pooledFeatures(ex: TfExecutor, featureTensor: string, cutShape: number[
   return { x, d };
 }
 
+const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
+
 interface Param { key: string; v: tf.Variable; m: tf.Variable; s: tf.Variable; lrMul: number; decay: boolean }
 
 /**
@@ -407,6 +409,30 @@ class Session {
     }
   }
 
+  /** Step `s` of an epoch: its rows (and views) from the plan, its dropout mask from (seed, epoch, step). */
+  async trainStep(
+    train: CutSet,
+    plan: { order: Int32Array; viewOf?: Int32Array },
+    epoch: number,
+    s: number,
+    lr: number,
+    beta1: number,
+    t: number,
+    lossHook?: (loss: number) => number,
+  ): Promise<{ loss: number; correct: number; finite: boolean; rows: number }> {
+    const bs = this.o.batchSize;
+    const idx = plan.order.subarray(s * bs, Math.min(train.n, (s + 1) * bs));
+    const xb = this.batchOf(train, idx, plan.viewOf?.subarray(s * bs, s * bs + idx.length));
+    const mask = this.dropoutMask(idx.length, stepRng(this.o.seed, epoch, s));
+    try {
+      const r = await this.step(xb, Int32Array.from(idx, (k) => train.y[k]!), mask, lr, beta1, t, lossHook);
+      return { ...r, rows: idx.length };
+    } finally {
+      xb.dispose();
+      mask?.dispose();
+    }
+  }
+
   dropoutMask(rows: number, rng: () => number): tf.Tensor | undefined {
     if (this.o.dropout <= 0) return undefined;
     const m = new Float32Array(rows * this.d);
@@ -479,7 +505,6 @@ function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Ar
   return { order, viewOf: Int32Array.from(order, () => Math.floor(rng() * K)) };
 }
 
-const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
 
 /**
  * Fine-tune the suffix (cut → `featureTensor`, pooled [N, d]) with a linear head. `model` is the full original
@@ -562,21 +587,13 @@ export async function finetune(
         }
         const t = (epoch - 1) * steps + s;
         const { lr, beta1 } = scheduleAt(o, total, t);
-        const lo = s * o.batchSize;
-        const idx = order.subarray(lo, Math.min(train.n, lo + o.batchSize));
-        const xb = sess.batchOf(train, idx, viewOf?.subarray(lo, lo + idx.length));
-        const mask = sess.dropoutMask(idx.length, stepRng(o.seed, epoch, s));
-        const labels = Int32Array.from(idx, (i) => train.y[i]!);
         const hook = opts.lossHook;
-        const r = await sess.step(xb, labels, mask, lr, beta1, t, hook ? (l) => hook(epoch, s + 1, l) : undefined).finally(() => {
-          xb.dispose();
-          mask?.dispose();
-        });
+        const r = await sess.trainStep(train, { order, viewOf }, epoch, s, lr, beta1, t, hook ? (l) => hook(epoch, s + 1, l) : undefined);
         if (!r.finite) {
           const kept = lastPath && history.length ? `; the last good checkpoint (epoch ${history.length}) is kept in ${lastPath}` : '';
           throw new GraftError(`fine-tuning diverged: the loss is ${Number.isFinite(r.loss) ? 'finite but the gradients are not' : r.loss} at epoch ${epoch}, step ${s + 1} (learning rate ${lr.toExponential(2)} too high?)${kept}`);
         }
-        lossSum += r.loss * idx.length;
+        lossSum += r.loss * r.rows;
         correct += r.correct;
       }
       stepSeconds.push((performance.now() - t0) / 1000);
@@ -687,14 +704,7 @@ export async function lrFind(
       const s = i % steps;
       if (s === 0 && i > 0) plan = epochPlan(train, o.seed, epoch);
       const lr = minLr * (maxLr / minLr) ** (i / (n - 1));
-      const lo = s * o.batchSize;
-      const idx = plan.order.subarray(lo, Math.min(train.n, lo + o.batchSize));
-      const xb = sess.batchOf(train, idx, plan.viewOf?.subarray(lo, lo + idx.length));
-      const mask = sess.dropoutMask(idx.length, stepRng(o.seed, epoch, s));
-      const r = await sess.step(xb, Int32Array.from(idx, (k) => train.y[k]!), mask, lr, 0.9, i).finally(() => {
-        xb.dispose();
-        mask?.dispose();
-      });
+      const r = await sess.trainStep(train, plan, epoch, s, lr, 0.9, i);
       if (!r.finite) {
         stoppedEarly = true;
         break;
