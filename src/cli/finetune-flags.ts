@@ -58,12 +58,19 @@ export async function interruptible<T>(work: (signal: AbortSignal, started: () =
     ac.abort();
   };
   process.on('SIGINT', onSigint);
+  let keep = false;
   try {
     return await work(ac.signal, () => {
       training = true;
     });
+  } catch (err) {
+    // Stopped by Ctrl-C: the error is printed next and the process exits (which takes a moment). Keep the handler
+    // until then, so that a second Ctrl-C still quits with 130 instead of killing the process by signal before the
+    // "saved ... --resume" message is out.
+    keep = ac.signal.aborted;
+    throw err;
   } finally {
-    process.off('SIGINT', onSigint);
+    if (!keep) process.off('SIGINT', onSigint);
   }
 }
 

@@ -505,6 +505,12 @@ function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Ar
   return { order, viewOf: Int32Array.from(order, () => Math.floor(rng() * K)) };
 }
 
+/**
+ * A training step awaits only promises that settle in the microtask queue (TF.js reads on wasm/cpu), so without this
+ * a whole epoch (or sweep) would run without timers or signal handlers getting a turn: Ctrl-C (the abort signal)
+ * would only be seen at the end of the epoch. setImmediate lets the event loop poll once per step.
+ */
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Fine-tune the suffix (cut → `featureTensor`, pooled [N, d]) with a linear head. `model` is the full original
@@ -580,6 +586,7 @@ export async function finetune(
       const { order, viewOf } = epochPlan(train, o.seed, epoch);
       let { lossSum, correct } = epoch === startEpoch ? partialSums : { lossSum: 0, correct: 0 };
       for (let s = epoch === startEpoch ? startStep : 0; s < steps; s++) {
+        await yieldToEventLoop(); // the steps themselves never leave the microtask queue: let Ctrl-C (a signal) in
         if (opts.signal?.aborted) {
           if (!lastPath) throw new InterruptedError('fine-tuning interrupted (no checkpoint folder: nothing saved)');
           await writeCheckpoint(lastPath, { ...progress(), epoch: epoch - 1, partial: { epoch, step: s, lossSum, correct } }, sess.snapshot(true));
@@ -699,6 +706,7 @@ export async function lrFind(
     let stoppedEarly = false;
     let plan = epochPlan(train, o.seed, 1);
     for (let i = 0; i < n; i++) {
+      await yieldToEventLoop();
       if (opts.signal?.aborted) throw new InterruptedError('learning-rate sweep interrupted');
       const epoch = 1 + Math.floor(i / steps);
       const s = i % steps;

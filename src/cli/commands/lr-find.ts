@@ -49,8 +49,9 @@ export function register(program: Command): void {
     if (!(o.maxLr > o.minLr)) throw new UsageError(`--max-lr (${o.maxLr}) must be above --min-lr (${o.minLr})`);
     const r = cliReporter({ quiet: o.quiet });
     const { lr: _lr, epochs: _e, patience: _p, schedule: _s, warmup: _w, ...ft } = finetuneOptions(o);
-    const res = await interruptible((signal, started) => {
-      started();
+    // started() is never called: the sweep keeps nothing, so Ctrl-C quits at once at any point (also while the
+    // prefix runs over the images, which can take minutes; the abort signal would only be looked at by the sweep).
+    const res = await interruptible((signal) => {
       return lrFindRun({
         data,
         val: o.val,
