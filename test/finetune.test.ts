@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
 import { tf } from '../src/engine/tf/backend.js';
 import { TfExecutor } from '../src/engine/tf/executor.js';
-import { buildLoaded, buildOnnx, type GraphSpec } from '../src/engine/tf/onnx-builder.js';
+import { buildLoaded, buildOnnx } from '../src/engine/tf/onnx-builder.js';
 import { GraftError, InterruptedError } from '../src/errors.js';
 import {
   bnAffineNames,
@@ -30,45 +30,10 @@ import { predict } from '../src/tasks/predict.js';
 import { finetuneRun, resumeFinetuneRun } from '../src/tasks/finetune.js';
 import { mulberry32 } from '../src/util/random.js';
 import { colourImage, type Rgb } from './helpers/images.js';
+import { tinyCnn, TINY_SIZE } from './helpers/tiny-cnn.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
-const S = 8;
-
-/** input [N,3,S,S] → conv 3x3 (3→4) → Relu → depthwise 3x3 (group 4) → Relu → 1x1 (4→6) → Clip → GAP → features. */
-function tinyCnn(): GraphSpec {
-  const rng = mulberry32(7);
-  const r = (n: number, s: number) => Array.from({ length: n }, () => (rng() * 2 - 1) * s);
-  return {
-    inputs: [{ name: 'input', shape: ['batch', 3, S, S] }],
-    outputs: ['features', 'logits'],
-    initializers: [
-      { name: 'c0_w', dims: [4, 3, 3, 3], values: r(4 * 27, 0.5) },
-      { name: 'c0_b', dims: [4], values: r(4, 0.1) },
-      { name: 'dw_w', dims: [4, 1, 3, 3], values: r(36, 0.5) },
-      { name: 'dw_b', dims: [4], values: r(4, 0.1) },
-      { name: 'pw_w', dims: [6, 4, 1, 1], values: r(24, 0.7) },
-      { name: 'bn_s', dims: [1, 6, 1, 1], values: r(6, 0.3).map((v) => 1 + v) },
-      { name: 'bn_b', dims: [1, 6, 1, 1], values: r(6, 0.1) },
-      { name: 'fc_w', dims: [6, 3], values: r(18, 0.5) },
-      { name: 'fc_b', dims: [3], values: [0, 0, 0] },
-      { name: 'lo', dims: [], values: [0] },
-      { name: 'hi', dims: [], values: [6] },
-    ],
-    nodes: [
-      { op: 'Conv', name: 'conv0', inputs: ['input', 'c0_w', 'c0_b'], outputs: ['c0'], attrs: { pads: { ints: [1, 1, 1, 1] } } },
-      { op: 'Relu', name: 'relu0', inputs: ['c0'], outputs: ['r0'] },
-      { op: 'Conv', name: 'dw', inputs: ['r0', 'dw_w', 'dw_b'], outputs: ['d1'], attrs: { pads: { ints: [1, 1, 1, 1] }, group: { i: 4 } } },
-      { op: 'Relu', name: 'relu1', inputs: ['d1'], outputs: ['r1'] },
-      { op: 'Conv', name: 'pw', inputs: ['r1', 'pw_w'], outputs: ['p1'] },
-      { op: 'Mul', name: 'bn_mul', inputs: ['p1', 'bn_s'], outputs: ['m1'] },
-      { op: 'Add', name: 'bn_add', inputs: ['m1', 'bn_b'], outputs: ['a1'] },
-      { op: 'Clip', name: 'clip1', inputs: ['a1', 'lo', 'hi'], outputs: ['r2'] },
-      { op: 'GlobalAveragePool', name: 'gap', inputs: ['r2'], outputs: ['g'] },
-      { op: 'Flatten', name: 'flatten', inputs: ['g'], outputs: ['features'] },
-      { op: 'Gemm', name: 'fc', inputs: ['features', 'fc_w', 'fc_b'], outputs: ['logits'] },
-    ],
-  };
-}
+const S = TINY_SIZE;
 
 let dir: string;
 
