@@ -665,6 +665,8 @@ export interface LrFindResult {
   losses: number[];
   /** Exponentially smoothed losses (bias-corrected, beta 0.98), what the picture and suggestions use. */
   smoothed: number[];
+  /** Steps before the smoothed loss is trusted (it averages too few batches before). */
+  settle: number;
   /** One tenth of the rate at the lowest smoothed loss (the classic rule of thumb). */
   minimumOver10: number;
   /** The rate where the smoothed loss falls fastest (per log-lr). */
@@ -704,6 +706,9 @@ export async function lrFind(
     let avg = 0;
     let minSmoothed = Infinity;
     let stoppedEarly = false;
+    // The smoothed loss is a mean of only a few noisy batches at first: not trusted (for the minimum, the divergence
+    // test and the suggestions) before this many steps.
+    const settle = Math.max(5, Math.floor(n / 10));
     let plan = epochPlan(train, o.seed, 1);
     for (let i = 0; i < n; i++) {
       await yieldToEventLoop();
@@ -723,23 +728,19 @@ export async function lrFind(
       losses.push(r.loss);
       smoothed.push(sm);
       opts.onStep?.(i, lr, r.loss);
-      minSmoothed = Math.min(minSmoothed, sm);
-      if (i > 10 && sm > divergeFactor * minSmoothed) {
+      if (i >= settle) minSmoothed = Math.min(minSmoothed, sm);
+      if (i > settle && sm > divergeFactor * minSmoothed) {
         stoppedEarly = true;
         break;
       }
     }
-    if (lrs.length < 5) throw new GraftError(`the loss diverged within ${lrs.length} steps; try a lower --min-lr`);
-    let iMin = 0;
-    smoothed.forEach((v, i) => {
-      if (v < smoothed[iMin]!) iMin = i;
-    });
-    // Steepest descent per log-lr, looked for before the minimum (after it the loss is on its way up) and after the
-    // first tenth of the sweep, where the smoothing still starts up from a few noisy batches.
-    const skip = Math.min(iMin, Math.max(5, Math.floor(lrs.length / 10)));
-    let iSteep = skip;
+    if (lrs.length <= settle) throw new GraftError(`the loss diverged within ${lrs.length} steps; try a lower --min-lr`);
+    let iMin = settle;
+    for (let i = settle; i < smoothed.length; i++) if (smoothed[i]! < smoothed[iMin]!) iMin = i;
+    // Steepest descent per log-lr, looked for before the minimum (after it the loss is on its way up).
+    let iSteep = settle;
     let slope = Infinity;
-    for (let i = skip + 1; i <= iMin; i++) {
+    for (let i = settle + 1; i <= iMin; i++) {
       const g = (smoothed[i]! - smoothed[i - 1]!) / Math.log(lrs[i]! / lrs[i - 1]!);
       if (g < slope) {
         slope = g;
@@ -748,7 +749,7 @@ export async function lrFind(
     }
     const minimumOver10 = lrs[iMin]! / 10;
     const steepest = lrs[iSteep]!;
-    return { lrs, losses, smoothed, minimumOver10, steepest, suggested: minimumOver10, stoppedEarly };
+    return { lrs, losses, smoothed, settle, minimumOver10, steepest, suggested: minimumOver10, stoppedEarly };
   } finally {
     sess.dispose();
   }

@@ -16,8 +16,9 @@ export function lrFinderSvg(r: LrFindResult, title = 'learning-rate finder'): { 
   const x1 = lx(r.lrs[r.lrs.length - 1]!);
   const sx = (lr: number) => p.x + ((lx(lr) - x0) / Math.max(1e-12, x1 - x0)) * p.w;
   // The interesting part is below the start: cut the y range where the loss has clearly blown up.
-  const lo = Math.min(...r.smoothed);
-  const hi = Math.min(Math.max(...r.smoothed), r.smoothed[0]! + 2 * (r.smoothed[0]! - lo) + 1e-6);
+  const trusted = r.smoothed.slice(Math.min(r.settle, r.smoothed.length - 1));
+  const lo = Math.min(...trusted);
+  const hi = Math.min(Math.max(...trusted), trusted[0]! + 2 * (trusted[0]! - lo) + 1e-6);
   const pad = (hi - lo) * 0.08 + 1e-9;
   const y0 = lo - pad;
   const y1 = hi + pad;
@@ -39,7 +40,7 @@ export function lrFinderSvg(r: LrFindResult, title = 'learning-rate finder'): { 
     const v = y0 + ((y1 - y0) * k) / 4;
     const y = sy(v);
     out.push(`<line x1="${p.x}" y1="${y}" x2="${p.x + p.w}" y2="${y}" stroke="${GRID}"/>`);
-    out.push(`<text x="${p.x - 8}" y="${y}" font-size="12" fill="${MUTED}" text-anchor="end" dominant-baseline="central">${v.toFixed(3)}</text>`);
+    out.push(`<text x="${p.x - 8}" y="${y}" font-size="12" fill="${MUTED}" text-anchor="end" dominant-baseline="central">${Number(v.toPrecision(3))}</text>`);
   }
   out.push(`<rect x="${p.x}" y="${p.y}" width="${p.w}" height="${p.h}" fill="none" stroke="${MUTED}"/>`);
   out.push(`<text x="${p.x + p.w / 2}" y="${p.y + p.h + 46}" font-size="13" fill="${INK}" text-anchor="middle">learning rate (log scale)</text>`);
@@ -47,6 +48,8 @@ export function lrFinderSvg(r: LrFindResult, title = 'learning-rate finder'): { 
   const line = (vals: number[], colour: string, w: number) =>
     `<polyline fill="none" stroke="${colour}" stroke-width="${w}" points="${vals.map((v, i) => `${sx(r.lrs[i]!).toFixed(1)},${sy(v).toFixed(1)}`).join(' ')}"/>`;
   out.push(line(r.losses, RAW, 1), line(r.smoothed, SMOOTH, 3));
+  const xs = sx(r.lrs[Math.min(r.settle, r.lrs.length - 1)]!);
+  out.push(`<rect x="${p.x}" y="${p.y}" width="${Math.max(0, xs - p.x)}" height="${p.h}" fill="#fff" fill-opacity="0.6"/>`);
   const mark = (lr: number, colour: string, label: string, dy: number) => {
     const x = sx(lr);
     out.push(`<line x1="${x}" y1="${p.y}" x2="${x}" y2="${p.y + p.h}" stroke="${colour}" stroke-width="2" stroke-dasharray="6,4"/>`);
@@ -54,7 +57,7 @@ export function lrFinderSvg(r: LrFindResult, title = 'learning-rate finder'): { 
   };
   mark(r.steepest, STEEP, `steepest ${r.steepest.toExponential(1)}`, 18);
   mark(r.suggested, SUGGEST, `suggested ${r.suggested.toExponential(1)}`, 0);
-  out.push(`<text x="${p.x}" y="${height - 14}" font-size="12" fill="${MUTED}">light: loss of each batch · dark: smoothed (EMA 0.98)</text>`);
+  out.push(`<text x="${p.x}" y="${height - 14}" font-size="12" fill="${MUTED}">light: loss of each batch · dark: smoothed (EMA 0.98) · faded: the first ${r.settle} steps, too few batches to trust</text>`);
   out.push('</svg>');
   return { svg: out.join('\n'), width, height };
 }
