@@ -521,8 +521,7 @@ function compileConv(s: ConvStep, p: Planner): CompiledStep['run'] {
     return tf.reshape(tf.gather(tf.gather(w, rows, 2), cols, 3), [m, c, kh, kw]);
   };
 
-  const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
+  const run = lazyCustomGrad((args: tf.Tensor[], save: tf.GradSaveFunc) => {
     const x = args[0] as tf.Tensor4D;
     const wT = wRt ? (args[1] as tf.Tensor) : undefined;
     const bT = bRt ? (args[wRt ? 2 : 1] as tf.Tensor) : undefined;
@@ -533,36 +532,42 @@ function compileConv(s: ConvStep, p: Planner): CompiledStep['run'] {
     const wShapeRt = wT ? [...wT.shape] : wShape!;
     return {
       value: y,
+      // One thunk per input; the tape calls only those of inputs that lead to what is differentiated (no input
+      // gradient for the first conv of a network trained from its input, no filter gradients for a saliency map).
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const m = cl ? clampMask(saved[0]!, cl) : undefined;
         const g = (m ? tf.mul(dy, m) : dy) as tf.Tensor4D;
         const fs = (hostFilters ?? (saved.slice(2) as tf.Tensor4D[]));
-        const back = hostBack ?? fs.map(backOf);
-        const geom = geomFor(fs[0]!.shape[0], fs[0]!.shape[1]);
-        let dx: tf.Tensor;
-        const { src, pad: bp } = backpropInputPlan(g, geom, ih, iw);
-        if (depthwise) {
-          const d = tf.depthwiseConv2d(src, back[0]!, 1, bp);
-          dx = mult === 1 ? d : tf.sum(tf.reshape(d, [n, ih, iw, s.inC, mult]), 4);
-        } else if (s.group === 1) dx = tf.conv2d(src, back[0]!, 1, bp);
-        else dx = tf.concat(tf.split(src, s.group, 3).map((sg, k) => tf.conv2d(sg as tf.Tensor4D, back[k]!, 1, bp)), 3);
-        const grads: tf.Tensor[] = [dx];
-        if (wRt) {
-          const xs = saved[1] as tf.Tensor4D;
-          let fg: tf.Tensor[];
-          if (depthwise || s.group === 1) fg = [filterGrad(xs, g, fs[0]!.shape)];
-          else {
-            const xg = tf.split(xs, s.group, 3);
-            const gg = tf.split(g, s.group, 3);
-            fg = fs.map((f, k) => filterGrad(xg[k] as tf.Tensor4D, gg[k] as tf.Tensor4D, f.shape));
+        const dx = () => {
+          const back = hostBack ?? fs.map(backOf);
+          const geom = geomFor(fs[0]!.shape[0], fs[0]!.shape[1]);
+          const { src, pad: bp } = backpropInputPlan(g, geom, ih, iw);
+          if (depthwise) {
+            const d = tf.depthwiseConv2d(src, back[0]!, 1, bp);
+            return mult === 1 ? d : tf.sum(tf.reshape(d, [n, ih, iw, s.inC, mult]), 4);
           }
-          grads.push(toOnnx(fg, wShapeRt));
+          if (s.group === 1) return tf.conv2d(src, back[0]!, 1, bp);
+          return tf.concat(tf.split(src, s.group, 3).map((sg, k) => tf.conv2d(sg as tf.Tensor4D, back[k]!, 1, bp)), 3);
+        };
+        const grads = [dx];
+        if (wRt) {
+          grads.push(() => {
+            const xs = saved[1] as tf.Tensor4D;
+            let fg: tf.Tensor[];
+            if (depthwise || s.group === 1) fg = [filterGrad(xs, g, fs[0]!.shape)];
+            else {
+              const xg = tf.split(xs, s.group, 3);
+              const gg = tf.split(g, s.group, 3);
+              fg = fs.map((f, k) => filterGrad(xg[k] as tf.Tensor4D, gg[k] as tf.Tensor4D, f.shape));
+            }
+            return toOnnx(fg, wShapeRt);
+          });
         }
-        if (bRt) grads.push(tf.sum(g, [0, 1, 2]));
+        if (bRt) grads.push(() => tf.sum(g, [0, 1, 2]));
         return grads;
       },
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  });
   const wSlot = wRt ? 1 : -1;
   const bSlot = bRt ? (wRt ? 2 : 1) : -1;
   return (xs) => {
@@ -570,6 +575,42 @@ function compileConv(s: ConvStep, p: Planner): CompiledStep['run'] {
     if (wSlot > 0) args.push(xs[wSlot]!);
     if (bSlot > 0) args.push(xs[bSlot]!);
     return run(...args);
+  };
+}
+
+/**
+ * tf.customGrad, but `gradFunc` returns one thunk per input, and the tape calls only the thunks of inputs on the
+ * path to what is differentiated (tf.customGrad computes every input's gradient). The same engine call tf.customGrad
+ * makes (Engine.runKernelFunc, private in the typings).
+ */
+function lazyCustomGrad(
+  f: (inputs: tf.Tensor[], save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => (() => tf.Tensor)[] },
+): (...inputs: tf.Tensor[]) => tf.Tensor {
+  const engine = tf.engine() as unknown as {
+    runKernelFunc(p: {
+      forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor;
+      backwardsFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => Record<string, () => tf.Tensor>;
+      inputs: Record<string, tf.Tensor>;
+    }): tf.Tensor;
+  };
+  return (...inputs) => {
+    let res: ReturnType<typeof f> | undefined;
+    const inputMap: Record<string, tf.Tensor> = {};
+    inputs.forEach((t, i) => (inputMap[i] = t));
+    return engine.runKernelFunc({
+      forwardFunc: (_, save) => {
+        res = f(inputs, save);
+        return res.value;
+      },
+      backwardsFunc: (dy, saved) => {
+        const thunks = res!.gradFunc(dy, saved);
+        if (thunks.length !== inputs.length) throw new Error(`internal: ${thunks.length} gradients for ${inputs.length} inputs`);
+        const map: Record<string, () => tf.Tensor> = {};
+        thunks.forEach((t, i) => (map[i] = t));
+        return map;
+      },
+      inputs: inputMap,
+    });
   };
 }
 
