@@ -47,6 +47,11 @@ export interface ConvStep extends StepBase {
   pads: [number, number, number, number];
   dilations: [number, number];
   clamp?: Clamp;
+  /**
+   * Per-output-channel factors of a runtime weight (folded per-channel Mul/Div after the conv): the conv uses
+   * w * wScale[m], computed with TF.js ops so that the weight's gradient follows.
+   */
+  wScale?: Float32Array;
 }
 export interface BinaryStep extends StepBase {
   kind: 'binary';
@@ -70,7 +75,8 @@ export class ConstCache {
   private map = new Map<string, tf.Tensor>();
   get(key: string | undefined, make: () => tf.Tensor, owned: tf.Tensor[]): tf.Tensor {
     if (key === undefined) {
-      const t = make();
+      // Kept: plans can be built inside a caller's tf.tidy (a new input shape); the plan owns and disposes it.
+      const t = tf.keep(make());
       owned.push(t);
       return t;
     }
@@ -325,7 +331,7 @@ export function optimize(steps: Step[], keep: Set<number>): Step[] {
       const ci = single(s.outs[0]!);
       if (ci === undefined) break;
       const c = steps[ci]!;
-      if (c.kind === 'binary' && !s.clamp && 'host' in s.w && (!s.b || 'host' in s.b)) {
+      if (c.kind === 'binary' && !s.clamp && (!s.b || 'host' in s.b)) {
         const mine = 'slot' in c.a && c.a.slot === s.outs[0];
         const other = mine ? c.b : c.a;
         if (!('host' in other)) break;
@@ -333,23 +339,28 @@ export function optimize(steps: Step[], keep: Set<number>): Step[] {
         if (!v) break;
         if ((c.op === 'sub' || c.op === 'div') && !mine) break;
         if (c.op !== 'mul' && c.op !== 'div' && c.op !== 'add' && c.op !== 'sub') break;
-        const w = s.w.host;
         const b = s.b && 'host' in s.b ? s.b.host : undefined;
         const nb = new Float32Array(s.outC);
         if (b) nb.set(b.data);
-        let nw = w;
         if (c.op === 'mul' || c.op === 'div') {
-          const per = w.data.length / s.outC;
-          const wd = new Float32Array(w.data.length);
-          for (let m = 0; m < s.outC; m++) {
-            for (let k = 0; k < per; k++) wd[m * per + k] = c.op === 'mul' ? w.data[m * per + k]! * v[m]! : w.data[m * per + k]! / v[m]!;
-            nb[m] = c.op === 'mul' ? nb[m]! * v[m]! : nb[m]! / v[m]!;
+          for (let m = 0; m < s.outC; m++) nb[m] = c.op === 'mul' ? nb[m]! * v[m]! : nb[m]! / v[m]!;
+          if ('host' in s.w) {
+            const w = s.w.host;
+            const per = w.data.length / s.outC;
+            const wd = new Float32Array(w.data.length);
+            for (let m = 0; m < s.outC; m++) {
+              for (let k = 0; k < per; k++) wd[m * per + k] = c.op === 'mul' ? w.data[m * per + k]! * v[m]! : w.data[m * per + k]! / v[m]!;
+            }
+            s.w = { host: { kind: 'host', dtype: w.dtype, shape: w.shape, data: wd, key: joinKeys(w.key, c.op, other.host.key) } };
+          } else {
+            // A runtime (trainable) weight: the factors are applied when the step runs.
+            const f = s.wScale ?? new Float32Array(s.outC).fill(1);
+            for (let m = 0; m < s.outC; m++) f[m] = c.op === 'mul' ? f[m]! * v[m]! : f[m]! / v[m]!;
+            s.wScale = f;
           }
-          nw = { kind: 'host', dtype: w.dtype, shape: w.shape, data: wd, key: joinKeys(w.key, c.op, other.host.key) };
         } else {
           for (let m = 0; m < s.outC; m++) nb[m] = c.op === 'add' ? nb[m]! + v[m]! : nb[m]! - v[m]!;
         }
-        s.w = { host: nw };
         s.b = { host: { kind: 'host', dtype: 1, shape: [s.outC], data: nb, key: joinKeys(b ? b.key : `zeros${s.outC}`, c.op, other.host.key) } };
       } else if (c.kind === 'clamp') {
         const m = composeClamp(s.clamp, c.clamp);
@@ -570,9 +581,10 @@ function compileConv(s: ConvStep, p: Planner): CompiledStep['run'] {
   });
   const wSlot = wRt ? 1 : -1;
   const bSlot = bRt ? (wRt ? 2 : 1) : -1;
+  const wScale = wRt && s.wScale ? p.tensorFor({ kind: 'host', dtype: 1, shape: [s.outC, 1, 1, 1], data: s.wScale }, 4, [0, 1, 2, 3]) : undefined;
   return (xs) => {
     const args: tf.Tensor[] = [xs[0]!];
-    if (wSlot > 0) args.push(xs[wSlot]!);
+    if (wSlot > 0) args.push(wScale ? tf.mul(xs[wSlot]!, wScale) : xs[wSlot]!);
     if (bSlot > 0) args.push(xs[bSlot]!);
     return run(...args);
   };
