@@ -77,6 +77,13 @@ const DEPTHWISE: Geo[] = [
   { x: [1, 10, 10, 3], f: [5, 5, 3, 1], s: 1, pad: [[0, 0], [2, 2], [1, 3], [0, 0]] },
   { x: [1, 11, 11, 2], f: [3, 3, 2, 3], s: 1, pad: 'same', dil: 2 },
   { x: [2, 9, 8, 2], f: [3, 3, 2, 1], s: 1, pad: 'valid', dil: 3 },
+  // Channels a multiple of 4, multiplier 1: the filter gradient takes the SIMD path (simd.ts).
+  { x: [2, 10, 9, 8], f: [3, 3, 8, 1], s: 1, pad: 'same' },
+  { x: [2, 11, 12, 12], f: [5, 5, 12, 1], s: 2, pad: [[0, 0], [2, 1], [0, 3], [0, 0]] },
+  { x: [1, 9, 9, 8], f: [3, 3, 8, 1], s: 3, pad: [[0, 0], [3, 3], [3, 3], [0, 0]] },
+  { x: [3, 7, 6, 4], f: [1, 1, 4, 1], s: 2, pad: 'valid' },
+  { x: [2, 9, 9, 4], f: [3, 3, 4, 1], s: 1, pad: 'valid', dil: 2 },
+  { x: [1, 10, 10, 16], f: [3, 3, 16, 1], s: 2, pad: 'same', dil: 2 },
 ];
 
 const label = (g: Geo) => `x[${g.x}] f[${g.f}] s${g.s} ${typeof g.pad === 'string' ? g.pad : JSON.stringify(g.pad)}${g.dil ? ` d${g.dil}` : ''}`;
@@ -93,6 +100,19 @@ describe('wasm kernels graft registers, against cpu', () => {
     }
     for (const k of ['UnsortedSegmentSum', 'Einsum', 'MaxPoolGrad']) assert.ok(DELEGATED_WASM_KERNELS.includes(k), `${k} delegates to cpu`);
     assert.deepEqual(REPLACED_BY_CPU, ['MaxPoolGrad']);
+  });
+
+  test('Identity (tf.clone) shares data on wasm: equal values, each tensor outlives the other', async () => {
+    await setBackend('wasm');
+    const a = tf.tensor([1, 2, 3, 4], [2, 2]);
+    const b = tf.clone(a);
+    assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3, 4], 'clone has the values');
+    a.dispose();
+    assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3, 4], 'clone survives the original');
+    const c = tf.clone(b);
+    b.dispose();
+    assert.deepEqual(Array.from(tf.add(c, 1).dataSync()), [2, 3, 4, 5], 'clone of a clone computes');
+    c.dispose();
   });
 
   for (const g of CONV) {

@@ -234,7 +234,31 @@ function pooledFeatures(ex: TfExecutor, featureTensor: string, cutShape: number[
 
 const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
 
-interface Param { key: string; v: tf.Variable; m: tf.Variable; s: tf.Variable; lrMul: number; decay: boolean }
+/** A parameter with its Adam moments; `lrMul` scales the learning rate, `decay` applies weight decay. */
+export interface AdamParam { v: tf.Variable; m: tf.Variable; s: tf.Variable; lrMul: number; decay: boolean }
+interface Param extends AdamParam { key: string }
+
+/**
+ * One AdamW update (beta2 0.999, eps 1e-8, decoupled weight decay) of `params` with gradients `grads` (same order),
+ * scaled by `scale` (gradient clipping); `t` is the 0-based step.
+ */
+export function adamwUpdate(params: AdamParam[], grads: tf.Tensor[], o: { lr: number; beta1: number; t: number; scale: number; weightDecay: number }): void {
+  const { lr, beta1, t, scale } = o;
+  const b2 = 0.999;
+  const c1 = 1 - beta1 ** (t + 1);
+  const c2 = 1 - b2 ** (t + 1);
+  tf.tidy(() => {
+    for (let i = 0; i < params.length; i++) {
+      const p = params[i]!;
+      const g = tf.mul(grads[i]!, scale);
+      p.m.assign(tf.add(tf.mul(p.m, beta1), tf.mul(g, 1 - beta1)));
+      p.s.assign(tf.add(tf.mul(p.s, b2), tf.mul(tf.square(g), 1 - b2)));
+      let upd = tf.div(tf.div(p.m, c1), tf.add(tf.sqrt(tf.div(p.s, c2)), 1e-8));
+      if (p.decay && o.weightDecay > 0) upd = tf.add(upd, tf.mul(p.v, o.weightDecay));
+      p.v.assign(tf.sub(p.v, tf.mul(upd, lr * p.lrMul)));
+    }
+  });
+}
 
 /**
  * The trainable state of one fine-tuning job: the suffix on the executor, the head, Adam moments, and one optimiser
@@ -389,20 +413,7 @@ class Session {
       const normSq = tf.tidy(() => tf.addN(gl.map((g) => tf.sum(tf.square(g)))).dataSync()[0]!);
       if (!Number.isFinite(loss) || !Number.isFinite(normSq)) return { loss, correct, finite: false };
       const scale = o.clipNorm > 0 ? Math.min(1, o.clipNorm / (Math.sqrt(normSq) + 1e-12)) : 1;
-      const b2 = 0.999;
-      const c1 = 1 - beta1 ** (t + 1);
-      const c2 = 1 - b2 ** (t + 1);
-      tf.tidy(() => {
-        for (let i = 0; i < this.params.length; i++) {
-          const p = this.params[i]!;
-          const g = tf.mul(gl[i]!, scale);
-          p.m.assign(tf.add(tf.mul(p.m, beta1), tf.mul(g, 1 - beta1)));
-          p.s.assign(tf.add(tf.mul(p.s, b2), tf.mul(tf.square(g), 1 - b2)));
-          let upd = tf.div(tf.div(p.m, c1), tf.add(tf.sqrt(tf.div(p.s, c2)), 1e-8));
-          if (p.decay && o.weightDecay > 0) upd = tf.add(upd, tf.mul(p.v, o.weightDecay));
-          p.v.assign(tf.sub(p.v, tf.mul(upd, lr * p.lrMul)));
-        }
-      });
+      adamwUpdate(this.params, gl, { lr, beta1, t, scale, weightDecay: o.weightDecay });
       return { loss, correct, finite: true };
     } finally {
       for (const g of gl) g.dispose();

@@ -47,6 +47,11 @@ export interface ConvStep extends StepBase {
   pads: [number, number, number, number];
   dilations: [number, number];
   clamp?: Clamp;
+  /**
+   * Per-output-channel factors of a runtime weight (folded per-channel Mul/Div after the conv): the conv uses
+   * w * wScale[m], computed with TF.js ops so that the weight's gradient follows.
+   */
+  wScale?: Float32Array;
 }
 export interface BinaryStep extends StepBase {
   kind: 'binary';
@@ -70,7 +75,8 @@ export class ConstCache {
   private map = new Map<string, tf.Tensor>();
   get(key: string | undefined, make: () => tf.Tensor, owned: tf.Tensor[]): tf.Tensor {
     if (key === undefined) {
-      const t = make();
+      // Kept: plans can be built inside a caller's tf.tidy (a new input shape); the plan owns and disposes it.
+      const t = tf.keep(make());
       owned.push(t);
       return t;
     }
@@ -325,7 +331,7 @@ export function optimize(steps: Step[], keep: Set<number>): Step[] {
       const ci = single(s.outs[0]!);
       if (ci === undefined) break;
       const c = steps[ci]!;
-      if (c.kind === 'binary' && !s.clamp && 'host' in s.w && (!s.b || 'host' in s.b)) {
+      if (c.kind === 'binary' && !s.clamp && (!s.b || 'host' in s.b)) {
         const mine = 'slot' in c.a && c.a.slot === s.outs[0];
         const other = mine ? c.b : c.a;
         if (!('host' in other)) break;
@@ -333,23 +339,28 @@ export function optimize(steps: Step[], keep: Set<number>): Step[] {
         if (!v) break;
         if ((c.op === 'sub' || c.op === 'div') && !mine) break;
         if (c.op !== 'mul' && c.op !== 'div' && c.op !== 'add' && c.op !== 'sub') break;
-        const w = s.w.host;
         const b = s.b && 'host' in s.b ? s.b.host : undefined;
         const nb = new Float32Array(s.outC);
         if (b) nb.set(b.data);
-        let nw = w;
         if (c.op === 'mul' || c.op === 'div') {
-          const per = w.data.length / s.outC;
-          const wd = new Float32Array(w.data.length);
-          for (let m = 0; m < s.outC; m++) {
-            for (let k = 0; k < per; k++) wd[m * per + k] = c.op === 'mul' ? w.data[m * per + k]! * v[m]! : w.data[m * per + k]! / v[m]!;
-            nb[m] = c.op === 'mul' ? nb[m]! * v[m]! : nb[m]! / v[m]!;
+          for (let m = 0; m < s.outC; m++) nb[m] = c.op === 'mul' ? nb[m]! * v[m]! : nb[m]! / v[m]!;
+          if ('host' in s.w) {
+            const w = s.w.host;
+            const per = w.data.length / s.outC;
+            const wd = new Float32Array(w.data.length);
+            for (let m = 0; m < s.outC; m++) {
+              for (let k = 0; k < per; k++) wd[m * per + k] = c.op === 'mul' ? w.data[m * per + k]! * v[m]! : w.data[m * per + k]! / v[m]!;
+            }
+            s.w = { host: { kind: 'host', dtype: w.dtype, shape: w.shape, data: wd, key: joinKeys(w.key, c.op, other.host.key) } };
+          } else {
+            // A runtime (trainable) weight: the factors are applied when the step runs.
+            const f = s.wScale ?? new Float32Array(s.outC).fill(1);
+            for (let m = 0; m < s.outC; m++) f[m] = c.op === 'mul' ? f[m]! * v[m]! : f[m]! / v[m]!;
+            s.wScale = f;
           }
-          nw = { kind: 'host', dtype: w.dtype, shape: w.shape, data: wd, key: joinKeys(w.key, c.op, other.host.key) };
         } else {
           for (let m = 0; m < s.outC; m++) nb[m] = c.op === 'add' ? nb[m]! + v[m]! : nb[m]! - v[m]!;
         }
-        s.w = { host: nw };
         s.b = { host: { kind: 'host', dtype: 1, shape: [s.outC], data: nb, key: joinKeys(b ? b.key : `zeros${s.outC}`, c.op, other.host.key) } };
       } else if (c.kind === 'clamp') {
         const m = composeClamp(s.clamp, c.clamp);
@@ -521,8 +532,7 @@ function compileConv(s: ConvStep, p: Planner): CompiledStep['run'] {
     return tf.reshape(tf.gather(tf.gather(w, rows, 2), cols, 3), [m, c, kh, kw]);
   };
 
-  const run = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
+  const run = lazyCustomGrad((args: tf.Tensor[], save: tf.GradSaveFunc) => {
     const x = args[0] as tf.Tensor4D;
     const wT = wRt ? (args[1] as tf.Tensor) : undefined;
     const bT = bRt ? (args[wRt ? 2 : 1] as tf.Tensor) : undefined;
@@ -533,43 +543,86 @@ function compileConv(s: ConvStep, p: Planner): CompiledStep['run'] {
     const wShapeRt = wT ? [...wT.shape] : wShape!;
     return {
       value: y,
+      // One thunk per input; the tape calls only those of inputs that lead to what is differentiated (no input
+      // gradient for the first conv of a network trained from its input, no filter gradients for a saliency map).
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const m = cl ? clampMask(saved[0]!, cl) : undefined;
         const g = (m ? tf.mul(dy, m) : dy) as tf.Tensor4D;
         const fs = (hostFilters ?? (saved.slice(2) as tf.Tensor4D[]));
-        const back = hostBack ?? fs.map(backOf);
-        const geom = geomFor(fs[0]!.shape[0], fs[0]!.shape[1]);
-        let dx: tf.Tensor;
-        const { src, pad: bp } = backpropInputPlan(g, geom, ih, iw);
-        if (depthwise) {
-          const d = tf.depthwiseConv2d(src, back[0]!, 1, bp);
-          dx = mult === 1 ? d : tf.sum(tf.reshape(d, [n, ih, iw, s.inC, mult]), 4);
-        } else if (s.group === 1) dx = tf.conv2d(src, back[0]!, 1, bp);
-        else dx = tf.concat(tf.split(src, s.group, 3).map((sg, k) => tf.conv2d(sg as tf.Tensor4D, back[k]!, 1, bp)), 3);
-        const grads: tf.Tensor[] = [dx];
-        if (wRt) {
-          const xs = saved[1] as tf.Tensor4D;
-          let fg: tf.Tensor[];
-          if (depthwise || s.group === 1) fg = [filterGrad(xs, g, fs[0]!.shape)];
-          else {
-            const xg = tf.split(xs, s.group, 3);
-            const gg = tf.split(g, s.group, 3);
-            fg = fs.map((f, k) => filterGrad(xg[k] as tf.Tensor4D, gg[k] as tf.Tensor4D, f.shape));
+        const dx = () => {
+          const back = hostBack ?? fs.map(backOf);
+          const geom = geomFor(fs[0]!.shape[0], fs[0]!.shape[1]);
+          const { src, pad: bp } = backpropInputPlan(g, geom, ih, iw);
+          if (depthwise) {
+            const d = tf.depthwiseConv2d(src, back[0]!, 1, bp);
+            return mult === 1 ? d : tf.sum(tf.reshape(d, [n, ih, iw, s.inC, mult]), 4);
           }
-          grads.push(toOnnx(fg, wShapeRt));
+          if (s.group === 1) return tf.conv2d(src, back[0]!, 1, bp);
+          return tf.concat(tf.split(src, s.group, 3).map((sg, k) => tf.conv2d(sg as tf.Tensor4D, back[k]!, 1, bp)), 3);
+        };
+        const grads = [dx];
+        if (wRt) {
+          grads.push(() => {
+            const xs = saved[1] as tf.Tensor4D;
+            let fg: tf.Tensor[];
+            if (depthwise || s.group === 1) fg = [filterGrad(xs, g, fs[0]!.shape)];
+            else {
+              const xg = tf.split(xs, s.group, 3);
+              const gg = tf.split(g, s.group, 3);
+              fg = fs.map((f, k) => filterGrad(xg[k] as tf.Tensor4D, gg[k] as tf.Tensor4D, f.shape));
+            }
+            return toOnnx(fg, wShapeRt);
+          });
         }
-        if (bRt) grads.push(tf.sum(g, [0, 1, 2]));
+        if (bRt) grads.push(() => tf.sum(g, [0, 1, 2]));
         return grads;
       },
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  });
   const wSlot = wRt ? 1 : -1;
   const bSlot = bRt ? (wRt ? 2 : 1) : -1;
+  const wScale = wRt && s.wScale ? p.tensorFor({ kind: 'host', dtype: 1, shape: [s.outC, 1, 1, 1], data: s.wScale }, 4, [0, 1, 2, 3]) : undefined;
   return (xs) => {
     const args: tf.Tensor[] = [xs[0]!];
-    if (wSlot > 0) args.push(xs[wSlot]!);
+    if (wSlot > 0) args.push(wScale ? tf.mul(xs[wSlot]!, wScale) : xs[wSlot]!);
     if (bSlot > 0) args.push(xs[bSlot]!);
     return run(...args);
+  };
+}
+
+/**
+ * tf.customGrad, but `gradFunc` returns one thunk per input, and the tape calls only the thunks of inputs on the
+ * path to what is differentiated (tf.customGrad computes every input's gradient). The same engine call tf.customGrad
+ * makes (Engine.runKernelFunc, private in the typings).
+ */
+function lazyCustomGrad(
+  f: (inputs: tf.Tensor[], save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => (() => tf.Tensor)[] },
+): (...inputs: tf.Tensor[]) => tf.Tensor {
+  const engine = tf.engine() as unknown as {
+    runKernelFunc(p: {
+      forwardFunc: (backend: unknown, save: tf.GradSaveFunc) => tf.Tensor;
+      backwardsFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => Record<string, () => tf.Tensor>;
+      inputs: Record<string, tf.Tensor>;
+    }): tf.Tensor;
+  };
+  return (...inputs) => {
+    let res: ReturnType<typeof f> | undefined;
+    const inputMap: Record<string, tf.Tensor> = {};
+    inputs.forEach((t, i) => (inputMap[i] = t));
+    return engine.runKernelFunc({
+      forwardFunc: (_, save) => {
+        res = f(inputs, save);
+        return res.value;
+      },
+      backwardsFunc: (dy, saved) => {
+        const thunks = res!.gradFunc(dy, saved);
+        if (thunks.length !== inputs.length) throw new Error(`internal: ${thunks.length} gradients for ${inputs.length} inputs`);
+        const map: Record<string, () => tf.Tensor> = {};
+        thunks.forEach((t, i) => (map[i] = t));
+        return map;
+      },
+      inputs: inputMap,
+    });
   };
 }
 
