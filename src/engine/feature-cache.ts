@@ -40,6 +40,13 @@ export class FeatureCache {
     this.dir = join(root, key);
   }
 
+  /**
+   * Entry paths of files that `get` missed, for the `put` that follows: it then needs no second stat and hash, and
+   * stores the features under the identity the file had before it was decoded (if the file changes meanwhile, the
+   * next run misses instead of trusting features of the old content).
+   */
+  private missed = new Map<string, string>();
+
   private async entryPath(file: string): Promise<string | undefined> {
     let st;
     try {
@@ -59,12 +66,14 @@ export class FeatureCache {
       buf = await readFile(p);
     } catch {
       this.misses++;
+      this.rememberMiss(file, p);
       return undefined;
     }
     const entry = decodeEntry(buf);
     if (!entry) {
       this.corrupt++;
       this.misses++;
+      this.rememberMiss(file, p);
       return undefined;
     }
     this.hits++;
@@ -72,9 +81,16 @@ export class FeatureCache {
   }
 
   async put(file: string, entry: CacheEntry): Promise<void> {
-    const p = await this.entryPath(file);
+    const p = this.missed.get(file) ?? (await this.entryPath(file));
+    this.missed.delete(file);
     if (!p) return;
     await writeFileAtomic(p, encodeEntry(entry));
+  }
+
+  private rememberMiss(file: string, entry: string): void {
+    // Bounded: a caller that gets without putting (e.g. its batch failed) must not make this grow without end.
+    if (this.missed.size >= 4096) this.missed.clear();
+    this.missed.set(file, entry);
   }
 }
 
