@@ -41,6 +41,13 @@ export class FeatureCache {
     this.dir = join(root, key);
   }
 
+  /**
+   * Entry paths of files (and variants) that `get` missed, for the `put` that follows: it then needs no second stat
+   * and hash, and stores the features under the identity the file had before it was decoded (if the file changes
+   * meanwhile, the next run misses instead of trusting features of the old content).
+   */
+  private missed = new Map<string, string>();
+
   /** `variant` names another row of the same file (an augmented view); none = the plain row, keyed as before. */
   private async entryPath(file: string, variant?: string): Promise<string | undefined> {
     let st;
@@ -62,12 +69,14 @@ export class FeatureCache {
       buf = await readFile(p);
     } catch {
       this.misses++;
+      this.rememberMiss(missKey(file, variant), p);
       return undefined;
     }
     const entry = decodeEntry(buf);
     if (!entry) {
       this.corrupt++;
       this.misses++;
+      this.rememberMiss(missKey(file, variant), p);
       return undefined;
     }
     this.hits++;
@@ -75,9 +84,17 @@ export class FeatureCache {
   }
 
   async put(file: string, entry: CacheEntry, variant?: string): Promise<void> {
-    const p = await this.entryPath(file, variant);
+    const key = missKey(file, variant);
+    const p = this.missed.get(key) ?? (await this.entryPath(file, variant));
+    this.missed.delete(key);
     if (!p) return;
     await writeFileAtomic(p, encodeEntry(entry));
+  }
+
+  private rememberMiss(key: string, entry: string): void {
+    // Bounded: a caller that gets without putting (e.g. its batch failed) must not make this grow without end.
+    if (this.missed.size >= 4096) this.missed.clear();
+    this.missed.set(key, entry);
   }
 }
 
@@ -111,3 +128,5 @@ export function decodeEntry(buf: Buffer): CacheEntry | undefined {
   if (kind === 1) return { kind: 'unreadable', reason: payload.toString('utf8') };
   return undefined;
 }
+
+const missKey = (file: string, variant?: string) => (variant === undefined ? file : `${file}\0${variant}`);

@@ -19,9 +19,11 @@ try {
         out[name] = { data, dims: res[name]!.dims.map(Number) };
         transfer.push(data.buffer);
       }
-      port.postMessage({ type: 'result', id: m.id, out }, transfer);
+      // The input buffer goes back too: the pool reuses it for this worker's next batch.
+      transfer.push(m.data.buffer as ArrayBuffer);
+      port.postMessage({ type: 'result', id: m.id, out, input: m.data }, transfer);
     } catch (err) {
-      port.postMessage({ type: 'error', id: m.id, message: String((err as Error)?.message ?? err) });
+      port.postMessage({ type: 'error', id: m.id, message: String((err as Error)?.message ?? err), input: m.data }, [m.data.buffer as ArrayBuffer]);
     }
   });
   port.postMessage({ type: 'ready' });

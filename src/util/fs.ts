@@ -7,10 +7,15 @@ import { dirname } from 'node:path';
  * the same folder (same filesystem, so rename is atomic), then rename it over the target.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await writeFile(tmp, data);
+    // The folder usually exists (the feature cache writes thousands of entries into 256 folders): create it only
+    // when the write says it is missing, saving a mkdir call per file.
+    await writeFile(tmp, data).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(tmp, data);
+    });
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
