@@ -189,18 +189,19 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
 export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRunResult> {
   const r = opts.reporter;
   const seed = opts.seed ?? 0;
+  const settings = finetuneSettings({ seed, ...opts.finetune }); // bad settings fail before any image is read
+  const { ref, cut, blocks, cutShape, train, val, classes, trainSet, valFraction, skipped, tPrefix } = await prepare(opts, seed);
+  // Written once the data is known to be usable, so a failed start leaves no half-made run folder.
   if (!opts.resume) {
     const { reporter: _r, resume: _s, signal: _sig, finetune: ft, ...rest } = opts;
     const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, signal: _sg, onStart: _os, ...ftRest } = ft ?? {};
     const saved: SavedOptions = { ...rest, finetune: ftRest };
     await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
   }
-  const { ref, cut, blocks, cutShape, train, val, classes, trainSet, valFraction, skipped, tPrefix } = await prepare(opts, seed);
   if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
   opts.signal?.throwIfAborted?.();
 
   const t1 = performance.now();
-  const settings = finetuneSettings({ seed, ...opts.finetune });
   r?.start?.('fine-tuning', settings.epochs, 'epoch');
   const res = await finetune(ref.onnx, ref.featureTensor, cut, cutShape, train, val.n > 0 ? val : undefined, classes, {
     ...opts.finetune,
