@@ -13,7 +13,7 @@ export function addFinetuneOptions(cmd: Command): Command {
     .option('--clip-norm <x>', 'fine-tuning: clip gradients to this global norm, 0 = off (default 1)', floatArg('--clip-norm', 0))
     .option('--augment <views>', 'fine-tuning: cache this many augmented views of each training image (random resized crop, flip, colour jitter); 0 = off (default 0)', intArg('--augment', 0))
     .option('--balance', 'weight the loss so every class counts the same (imbalanced data; linear/MLP heads and fine-tuning)')
-    .option('--train-bn', 'fine-tuning: also train batch-norm scale and shift (statistics stay frozen)');
+    .option('--train-bn', 'fine-tuning: also train batch norm: scale and shift, and batch statistics in training steps (running mean/var updated); folded batch norm: scale and shift only');
 }
 
 export interface FinetuneFlags {

@@ -152,10 +152,28 @@ export function convWeightNames(model: LoadedOnnx): string[] {
 }
 
 /**
+ * The running statistics (mean, variance: inputs 3 and 4, float initializers) of a model's BatchNormalization nodes.
+ * With `--train-bn` these are updated during fine-tuning (batch norm in training mode); models whose batch norm is
+ * folded into Mul/Add constants have none.
+ */
+export function bnStatNames(model: LoadedOnnx): string[] {
+  const g = model.proto.graph!;
+  const floats = new Set((g.initializer ?? []).filter((t) => (t.dataType ?? 1) === 1).map((t) => t.name ?? ''));
+  const names: string[] = [];
+  for (const n of g.node ?? []) {
+    if (n.opType !== 'BatchNormalization') continue;
+    const [mean, variance] = [n.input?.[3], n.input?.[4]];
+    if (!mean || !variance || !floats.has(mean) || !floats.has(variance)) continue;
+    for (const x of [mean, variance]) if (!names.includes(x)) names.push(x);
+  }
+  return names;
+}
+
+/**
  * The batch-norm affine parameters of a model: `scale` and `B` of BatchNormalization nodes, and the per-channel
  * constants of the Mul/Add pairs that exporters fold batch norm into (a Conv followed by Mul then Add). These train
- * with `--train-bn`; running statistics are never updated (they are either separate inputs that stay frozen or
- * already folded into these constants).
+ * with `--train-bn`; the running statistics of real BatchNormalization nodes are then updated too (`bnStatNames`),
+ * while folded ones have none (already folded into these constants).
  */
 export function bnAffineNames(model: LoadedOnnx): string[] {
   const g = model.proto.graph!;

@@ -5,7 +5,12 @@
  * of the image and runs on ONNX Runtime once per image (its output cached on disk, see tasks/finetune.ts); the
  * trainable suffix is rebuilt as its own ONNX graph whose input is the cut tensor (blocks.ts), and runs on the
  * differentiable TF.js executor. The suffix's convolution weights and biases train; batch norm runs in inference mode
- * (statistics frozen), and with `trainBn` its affine scale/shift train too.
+ * (statistics frozen: the known Keras pitfall avoided by default). With `trainBn` its affine scale/shift train too,
+ * and real BatchNormalization nodes run in training mode in the training steps (PyTorch's convention: normalise
+ * with the batch mean and biased variance, gradients through both; running mean/var updated after each step with
+ * the node's ONNX momentum m, running = m·running + (1−m)·batch, using the unbiased batch variance), while the
+ * validation and feature passes use the running statistics. The statistics are checkpointed and exported with the
+ * weights. Batch norm already folded into Mul/Add constants (PyTorch exports) has no statistics: only scale/shift.
  *
  * Training: linear head on the pooled features (initialised from a linear probe on the frozen features, trained like
  * `graft train`'s linear head, then trained jointly), dropout before it, softmax cross-entropy with label smoothing
@@ -22,14 +27,14 @@ import type { LoadedOnnx } from '../models/onnx-file.js';
 import { tf } from '../engine/tf/backend.js';
 import { TfExecutor, type TfExecutorOptions } from '../engine/tf/executor.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
-import { bnAffineNames, convWeightNames, suffixModel } from './blocks.js';
+import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './blocks.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { trainHead, type EpochLog, type Head, headFromJSON, encodeFloat32 } from './heads.js';
 import { accuracyOf, classWeights, logLoss } from './metrics.js';
 
 export { classWeights } from './metrics.js';
 
-export { bnAffineNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
+export { bnAffineNames, bnStatNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 
 export interface CutSet {
@@ -68,7 +73,10 @@ export interface FinetuneOptions {
   patience?: number;
   /** Weight each image's loss by n / (C · n_class), so rare classes count as much as common ones (default false). */
   balance?: boolean;
-  /** Also train batch-norm scale and shift (running statistics stay frozen; default false). */
+  /**
+   * Also train batch-norm scale and shift, and run real BatchNormalization nodes in training mode (batch statistics,
+   * running statistics updated; see the file comment). Default false: batch norm frozen, in inference mode.
+   */
   trainBn?: boolean;
   seed?: number;
   /** Maximum epochs of the linear probe that initialises the head (default 100, early-stopped on validation loss like
@@ -83,6 +91,8 @@ export interface FinetuneOptions {
   /** When aborted, the current step finishes, a mid-epoch checkpoint is written and an InterruptedError thrown. */
   signal?: AbortSignal;
   backend?: TfExecutorOptions['backend'];
+  /** One-line notes on how the settings apply to this model (e.g. what `trainBn` does here). */
+  onInfo?: (message: string) => void;
   /** Called once training steps begin (after the probe and the initial validation pass). */
   onStart?: () => void;
   onEpoch?: (e: EpochLog) => void;
@@ -292,6 +302,7 @@ class Session {
     classes: string[],
     o: FinetuneSettings,
     backend: TfExecutorOptions['backend'],
+    onInfo?: (message: string) => void,
   ): Promise<Session> {
     const C = classes.length;
     const per = cutShape.reduce((a, b) => a * b, 1);
@@ -300,7 +311,16 @@ class Session {
     const suffix = suffixModel(model, cut, cutShape, [featureTensor]);
     const convs = convWeightNames(suffix);
     const trainable = o.trainBn ? [...convs, ...bnAffineNames(suffix).filter((n) => !convs.includes(n))] : convs;
-    const ex = await TfExecutor.load(suffix, { outputs: [featureTensor], trainable, backend });
+    const statistics = o.trainBn ? bnStatNames(suffix) : [];
+    if (o.trainBn) {
+      const layers = suffix.proto.graph!.node!.filter((n) => n.opType === 'BatchNormalization' && statistics.includes(n.input?.[3] ?? '')).length;
+      onInfo?.(
+        layers > 0
+          ? `--train-bn: ${layers} batch-norm layer${layers === 1 ? '' : 's'} in the fine-tuned blocks train in training mode (batch statistics; running mean/var updated)`
+          : '--train-bn: batch norm in the fine-tuned blocks is folded into constants (no running statistics): only its scale and shift train',
+      );
+    }
+    const ex = await TfExecutor.load(suffix, { outputs: [featureTensor], trainable, statistics, backend });
     let session: Session | undefined;
     try {
       const f0 = pooledFeatures(ex, featureTensor, cutShape, train);
@@ -385,7 +405,7 @@ class Session {
     const wb = this.weightsT ? tf.gather(this.weightsT, yT) : undefined;
     yT.dispose();
     const lossFn = () => {
-      const feats = this.ex.run(xb)[this.featureTensor]! as tf.Tensor2D;
+      const feats = this.ex.run(xb, { training: true })[this.featureTensor]! as tf.Tensor2D;
       let z = tf.div(tf.sub(feats, this.meanT), this.stdT) as tf.Tensor2D;
       if (mask) z = tf.mul(z, mask) as tf.Tensor2D;
       const logits = tf.add(tf.matMul(z, this.headW as tf.Tensor2D, false, true), this.headB);
@@ -395,6 +415,7 @@ class Session {
       return tf.mean(wb ? tf.mul(ce, wb) : ce) as tf.Scalar;
     };
     const varList = this.params.map((p) => p.v);
+    this.ex.discardBatchNormUpdates();
     const { value, grads } = tf.variableGrads(lossFn, varList);
     let loss = (await value.data())[0]!;
     value.dispose();
@@ -414,8 +435,11 @@ class Session {
       if (!Number.isFinite(loss) || !Number.isFinite(normSq)) return { loss, correct, finite: false };
       const scale = o.clipNorm > 0 ? Math.min(1, o.clipNorm / (Math.sqrt(normSq) + 1e-12)) : 1;
       adamwUpdate(this.params, gl, { lr, beta1, t, scale, weightDecay: o.weightDecay });
+      // Batch-norm running statistics (training mode): updated after the optimiser step, outside the tape.
+      this.ex.applyBatchNormUpdates();
       return { loss, correct, finite: true };
     } finally {
+      this.ex.discardBatchNormUpdates();
       for (const g of gl) g.dispose();
     }
   }
@@ -454,6 +478,8 @@ class Session {
 
   snapshot(withState: boolean): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
+    // Batch-norm running statistics are weights of the model (exported, restored with the best epoch).
+    for (const [name, v] of Object.entries(this.ex.statistics)) out[`bn:${name}`] = v.dataSync().slice() as Float32Array;
     for (const p of this.params) {
       out[p.key] = p.v.dataSync().slice() as Float32Array;
       if (withState) {
@@ -465,14 +491,15 @@ class Session {
   }
 
   restore(t: Record<string, Float32Array>, withState: boolean): void {
+    const assign = (v: tf.Variable, k: string) => {
+      const a = t[k];
+      if (!a || a.length !== v.size) throw new GraftError(`checkpoint does not match this model: '${k}'`);
+      const x = tf.tensor(a, v.shape);
+      v.assign(x);
+      x.dispose();
+    };
+    for (const [name, v] of Object.entries(this.ex.statistics)) assign(v, `bn:${name}`);
     for (const p of this.params) {
-      const assign = (v: tf.Variable, k: string) => {
-        const a = t[k];
-        if (!a || a.length !== v.size) throw new GraftError(`checkpoint does not match this model: '${k}'`);
-        const x = tf.tensor(a, v.shape);
-        v.assign(x);
-        x.dispose();
-      };
       assign(p.v, p.key);
       if (withState) {
         assign(p.m, `m:${p.key}`);
@@ -485,6 +512,7 @@ class Session {
   result(extra: Record<string, unknown>): { weights: Record<string, Float32Array>; head: Head } {
     const weights: Record<string, Float32Array> = {};
     for (const name of this.trainable) weights[name] = this.ex.variables[name]!.dataSync().slice() as Float32Array;
+    for (const [name, v] of Object.entries(this.ex.statistics)) weights[name] = v.dataSync().slice() as Float32Array;
     const W = this.headW.dataSync().slice() as Float32Array;
     const b = this.headB.dataSync().slice() as Float32Array;
     const head = headFromJSON({
@@ -539,7 +567,7 @@ export async function finetune(
 ): Promise<FinetuneResult> {
   const o = finetuneSettings(opts);
   const hasVal = !!val && val.n > 0;
-  const sess = await Session.create(model, featureTensor, cut, cutShape, train, hasVal ? val : undefined, classes, o, opts.backend);
+  const sess = await Session.create(model, featureTensor, cut, cutShape, train, hasVal ? val : undefined, classes, o, opts.backend, opts.onInfo);
   try {
     const C = classes.length;
     const steps = Math.ceil(train.n / o.batchSize);

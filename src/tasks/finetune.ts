@@ -87,7 +87,7 @@ function toCutSet(items: DatasetItem[], res: ExtractResult): CutSet & { items: D
   return { x: res.features, n: kept.length, y: Int32Array.from(kept, (it) => it.label), items: kept };
 }
 
-type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart'> };
+type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart' | 'onInfo'> };
 
 /**
  * Fine-tune the last blocks of a backbone with a linear head, end to end: open the data; run the frozen prefix on
@@ -194,7 +194,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
   // Written once the data is known to be usable, so a failed start leaves no half-made run folder.
   if (!opts.resume) {
     const { reporter: _r, resume: _s, signal: _sig, finetune: ft, ...rest } = opts;
-    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, signal: _sg, onStart: _os, ...ftRest } = ft ?? {};
+    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, signal: _sg, onStart: _os, onInfo: _oi, ...ftRest } = ft ?? {};
     const saved: SavedOptions = { ...rest, finetune: ftRest };
     await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
   }
@@ -209,6 +209,10 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
     checkpointDir: join(opts.out, FINETUNE_FILES.checkpoints),
     resume: opts.resume,
     signal: opts.signal,
+    onInfo: (m) => {
+      r?.info?.(m);
+      opts.finetune?.onInfo?.(m);
+    },
     onInitial: (e) => {
       r?.info?.(`before fine-tuning (linear probe on frozen features): val acc ${e.valAcc.toFixed(4)}, val loss ${e.valLoss.toFixed(4)}`);
       opts.finetune?.onInitial?.(e);

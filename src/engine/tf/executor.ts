@@ -17,6 +17,11 @@
  *   const { grads } = tf.variableGrads(() => loss(ex.run(input).logits));             // d/d weights
  *   // grads are keyed by variable name: ex.variables[initializerName].name
  *
+ * Batch norm: BatchNormalization nodes run in inference mode (running statistics). With the running mean/var held as
+ * non-trainable variables (option `statistics`), `run(x, { training: true })` runs those nodes in training mode
+ * (PyTorch's convention: batch mean and biased variance, differentiated through) and records the running-statistic
+ * updates, applied by `applyBatchNormUpdates()` after the optimiser step (momentum rule, unbiased variance).
+ *
  * Notes: prefer tf.valueAndGrad to tf.grad (in tfjs 4.22 tf.grad keeps the value of f alive: one tensor leaked per
  * call). Constants live on the backend active at load; running under another backend works but copies them over.
  */
@@ -43,7 +48,28 @@ export interface TfExecutorOptions {
   backend?: TfBackendName;
   /** Fold pads, per-channel affine ops and activations into convolutions (default true). */
   optimize?: boolean;
+  /**
+   * Running means and variances (inputs 3 and 4 of BatchNormalization nodes, by initializer name) to hold as
+   * non-trainable tf.Variables (`statistics`). A node whose mean and variance are both listed runs in training mode
+   * in `run(x, { training: true })`: batch statistics, running-statistic updates recorded (see
+   * `applyBatchNormUpdates`). In inference mode (the default) it uses the variables' current values.
+   */
+  statistics?: string[];
 }
+
+export interface RunOptions {
+  /**
+   * Training mode: BatchNormalization nodes whose running statistics are held as `statistics` normalise with the
+   * batch's mean and (biased) variance, differentiably, and the batch mean and unbiased variance are recorded for
+   * `applyBatchNormUpdates` (PyTorch's conventions). Other nodes are unaffected. Default false (inference mode).
+   */
+  training?: boolean;
+}
+
+/** A batch-norm node's statistics in a training-mode plan: slots of the batch mean and unbiased variance. */
+interface BnStat { mean: string; variance: string; meanSlot: number; varSlot: number; momentum: number }
+
+interface PendingBnUpdate { mean: tf.Variable; variance: tf.Variable; bm: tf.Tensor; bv: tf.Tensor; momentum: number }
 
 interface GNode { index: number; name: string; op: string; domain: string; inputs: string[]; outputs: string[]; attrs: Attrs }
 
@@ -52,6 +78,8 @@ interface Plan {
   outputs: { name: string; slot: number }[];
   owned: tf.Tensor[];
   checked: boolean;
+  /** Training-mode plans: the batch statistics to record after each run. */
+  bnStats: BnStat[];
 }
 
 export interface StepTiming { label: string; nodes: string[]; ms: number }
@@ -120,6 +148,8 @@ export class TfExecutor {
   readonly outputs: string[];
   /** The trainable weights, by initializer name (ONNX layout and shape). */
   readonly variables: Record<string, tf.Variable> = {};
+  /** Batch-norm running statistics held as non-trainable variables (option `statistics`), by initializer name. */
+  readonly statistics: Record<string, tf.Variable> = {};
   readonly opset: number;
 
   private readonly path: string;
@@ -131,6 +161,7 @@ export class TfExecutor {
   private readonly plans = new Map<string, Plan>();
   private readonly optimizeOn: boolean;
   private disposed = false;
+  private pending: PendingBnUpdate[] = [];
 
   private constructor(model: LoadedOnnx, opts: TfExecutorOptions, readonly backend: TfBackendName) {
     const { info, proto } = model;
@@ -194,6 +225,14 @@ export class TfExecutor {
       const h = this.initializer(name)!;
       this.variables[name] = tf.variable(tf.tensor(h.data as Float32Array, h.shape, 'float32'), true, `graft${id}/${name}`);
     }
+    for (const name of new Set(opts.statistics ?? [])) {
+      const isStat = order.some((n) => n.op === 'BatchNormalization' && (n.inputs[3] === name || n.inputs[4] === name));
+      if (!isStat) throw new GraftError(`${this.path}: '${name}' is not the running mean or variance of a BatchNormalization node`);
+      if (this.variables[name]) throw new GraftError(`${this.path}: '${name}' cannot be both trainable and a running statistic`);
+      const h = this.initializer(name);
+      if (!h || !isFloatType(h.dtype)) throw new GraftError(`${this.path}: running statistic '${name}' is not a float initializer`);
+      this.statistics[name] = tf.variable(tf.tensor(Float32Array.from(h.data as Float32Array), h.shape, 'float32'), false, `graft${id}/stat/${name}`);
+    }
 
     // Build the plan for the declared shape now, so that problems show at load time.
     this.planFor(this.defaultShape());
@@ -251,8 +290,8 @@ export class TfExecutor {
     return [...new Set(t)];
   }
 
-  private planFor(shape: readonly number[]): Plan {
-    const key = shape.join('x');
+  private planFor(shape: readonly number[], training = false): Plan {
+    const key = shape.join('x') + (training ? '|train' : '');
     let plan = this.plans.get(key);
     if (plan) {
       // Most recently used last.
@@ -260,7 +299,7 @@ export class TfExecutor {
       this.plans.set(key, plan);
       return plan;
     }
-    plan = this.buildPlan([...shape]);
+    plan = this.buildPlan([...shape], undefined, training);
     if (this.plans.size >= MAX_PLANS) {
       const [oldKey, old] = this.plans.entries().next().value as [string, Plan];
       this.plans.delete(oldKey);
@@ -274,17 +313,18 @@ export class TfExecutor {
    * Build the plan for an input of `shape`. With `weights` given (the 'all' probe): no variables, and the names of
    * float initializers consumed as run-time data are collected into it.
    */
-  private buildPlan(shape: number[], weights?: Set<string>): Plan {
+  private buildPlan(shape: number[], weights?: Set<string>, training = false): Plan {
     const owned: tf.Tensor[] = [];
     const p = new Planner(this.cache, owned);
     const vals = new Map<string, Val>();
+    const bnStats: BnStat[] = [];
     vals.set(this.inputName, p.input(shape));
     // Which initializers each host value derives from (for the 'all' probe).
     const sources = new Map<HostVal, Set<string>>();
     const lookup = (name: string, node: GNode): Val => {
       const v = vals.get(name);
       if (v) return v;
-      const variable = weights ? undefined : this.variables[name];
+      const variable = weights ? undefined : (this.variables[name] ?? this.statistics[name]);
       if (variable) {
         const rt = p.source(name, () => variable, [...variable.shape]);
         vals.set(name, rt);
@@ -303,7 +343,7 @@ export class TfExecutor {
         const inputs = node.inputs.map((n) => (n ? lookup(n, node) : undefined));
         let outs: (Val | undefined)[];
         try {
-          outs = this.evalNode(p, node, inputs, weights ? { sources, weights } : undefined);
+          outs = this.evalNode(p, node, inputs, weights ? { sources, weights } : undefined, training ? bnStats : undefined);
         } catch (err) {
           throw graphError(this.path, node, err);
         }
@@ -320,9 +360,10 @@ export class TfExecutor {
         return { name: this.outputs[i]!, slot: rt.slot };
       });
       const keep = new Set(outputs.map((o) => o.slot));
+      for (const b of bnStats) keep.add(b.meanSlot).add(b.varSlot);
       const steps = this.optimizeOn ? optimize(p.steps, keep) : p.steps;
       const compiled = compile(p, steps, keep);
-      return { compiled, outputs, owned, checked: false };
+      return { compiled, outputs, owned, checked: false, bnStats };
     } catch (err) {
       owned.forEach((x) => x.dispose());
       throw err;
@@ -334,6 +375,7 @@ export class TfExecutor {
     node: GNode,
     inputs: (Val | undefined)[],
     probe?: { sources: Map<HostVal, Set<string>>; weights: Set<string> },
+    bnStats?: BnStat[],
   ): (Val | undefined)[] {
     const { op } = node;
     const allHost = inputs.every((v) => !v || v.kind === 'host');
@@ -360,6 +402,10 @@ export class TfExecutor {
     }
     if (allHost) return withKeys(this.foldWithTf(node, inputs));
     const ctx: NodeCtx = { p, name: node.name, op, opset: this.opset, attrs: node.attrs, inputs, nOutputs: node.outputs.length };
+    const [meanName, varName] = [node.inputs[3], node.inputs[4]];
+    if (bnStats && op === 'BatchNormalization' && meanName && varName && this.statistics[meanName] && this.statistics[varName]) {
+      ctx.bnTrain = (m, v, momentum) => bnStats.push({ mean: meanName, variance: varName, meanSlot: m.slot, varSlot: v.slot, momentum });
+    }
     if (probe) {
       // Inputs a builder reads as host values (shapes, pads, axes...) are not weights; the others are.
       const asHost = new Set<number>();
@@ -416,12 +462,22 @@ export class TfExecutor {
    * Run the model on `input` (NCHW like the ONNX graph). Returns the requested outputs (in ONNX layout); callable
    * inside tf.grad / tf.variableGrads / tf.tidy. The caller owns (and disposes) the returned tensors.
    */
-  run(input: tf.Tensor): Record<string, tf.Tensor> {
+  run(input: tf.Tensor, opts: RunOptions = {}): Record<string, tf.Tensor> {
     this.checkInput(input);
-    const plan = this.planFor(input.shape);
+    const training = !!opts.training && Object.keys(this.statistics).length > 0;
+    const plan = this.planFor(input.shape, training);
     return tf.tidy(() => {
       const vals = execute(plan.compiled, input, !plan.checked);
       plan.checked = true;
+      for (const b of plan.bnStats) {
+        this.pending.push({
+          mean: this.statistics[b.mean]!,
+          variance: this.statistics[b.variance]!,
+          bm: tf.keep(vals[b.meanSlot]!),
+          bv: tf.keep(vals[b.varSlot]!),
+          momentum: b.momentum,
+        });
+      }
       const out: Record<string, tf.Tensor> = {};
       for (const o of plan.outputs) {
         const t = vals[o.slot]!;
@@ -429,6 +485,37 @@ export class TfExecutor {
       }
       return out;
     });
+  }
+
+  /** Number of running-statistic updates recorded by training-mode runs and not yet applied. */
+  get pendingBatchNormUpdates(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * Apply the running-statistic updates recorded by training-mode runs, in order (ONNX/PyTorch momentum rule:
+   * running = momentum · running + (1 − momentum) · batch, the variance with the unbiased batch variance). Call it
+   * outside any gradient tape, after the optimiser step. Returns the number of updates applied.
+   */
+  applyBatchNormUpdates(): number {
+    const n = this.pending.length;
+    for (const u of this.pending) {
+      tf.tidy(() => {
+        u.mean.assign(tf.add(tf.mul(u.mean, u.momentum), tf.mul(u.bm, 1 - u.momentum)));
+        u.variance.assign(tf.add(tf.mul(u.variance, u.momentum), tf.mul(u.bv, 1 - u.momentum)));
+      });
+    }
+    this.discardBatchNormUpdates();
+    return n;
+  }
+
+  /** Drop the recorded running-statistic updates (e.g. after a step whose loss was not finite). */
+  discardBatchNormUpdates(): void {
+    for (const u of this.pending) {
+      u.bm.dispose();
+      u.bv.dispose();
+    }
+    this.pending = [];
   }
 
   /** Run once, timing every step (TF.js on cpu and wasm runs kernels synchronously). For benchmarks. */
@@ -453,7 +540,9 @@ export class TfExecutor {
     for (const p of this.plans.values()) p.owned.forEach((x) => x.dispose());
     this.plans.clear();
     this.cache.dispose();
+    this.discardBatchNormUpdates();
     for (const v of Object.values(this.variables)) v.dispose();
+    for (const v of Object.values(this.statistics)) v.dispose();
   }
 }
 

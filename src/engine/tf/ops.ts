@@ -34,6 +34,12 @@ export interface NodeCtx {
   nOutputs: number;
   /** When set, the indices of inputs read as host values (shapes, pads, axes: not weights). */
   hostReads?: Set<number>;
+  /**
+   * BatchNormalization in training mode (set by the executor for nodes whose running statistics are variables, in a
+   * training-mode plan): normalise with the batch's statistics and report them (batch mean, unbiased batch variance,
+   * both [C] identity layout) with the node's momentum.
+   */
+  bnTrain?: (mean: RtVal, variance: RtVal, momentum: number) => void;
 }
 export type Builder = (c: NodeCtx) => (Val | undefined)[];
 
@@ -230,10 +236,39 @@ const batchNorm: Builder = (c) => {
     const bh = channelHost(sh, r, key && `${key}|bnB${eps}`);
     return [c.p.binary(c.name, 'BatchNormalization', 'add', c.p.binary(c.name, 'BatchNormalization', 'mul', x, ah), bh)];
   }
-  // Trainable parameters: computed each run.
-  const ps = params.map((v) => (v!.kind === 'rt' ? c.p.toIdentity(v!) : c.p.constRt(v!)));
   const ch = x.shape[1]!;
   const bshape = physShape(x.shape.map((d, i) => (i === 1 ? ch : 1)), x.perm);
+  if (c.bnTrain) {
+    // Training mode (PyTorch's convention): normalise with the batch mean and the biased batch variance over every
+    // axis but the channel one, differentiably; the running variance is updated with the unbiased one.
+    const count = size(x.shape) / ch;
+    if (count < 2) throw new Error(`training-mode batch norm needs more than one value per channel (input [${x.shape}])`);
+    const cAxis = x.perm.indexOf(1);
+    const axes = x.perm.map((_, i) => i).filter((i) => i !== cAxis);
+    const aff = [1, 2].map((i) => (c.inputs[i]!.kind === 'rt' ? c.p.toIdentity(c.inputs[i] as RtVal) : c.p.constRt(c.inputs[i] as HostVal)));
+    const [y, bm, bv] = c.p.fnMulti(
+      c.name,
+      c.op,
+      [x, ...aff],
+      [
+        { shape: x.shape, perm: x.perm },
+        { shape: [ch], perm: [0] },
+        { shape: [ch], perm: [0] },
+      ],
+      ([t, sc, b]) => {
+        const mean = tf.mean(t!, axes, true);
+        const dev = tf.sub(t!, mean);
+        const vr = tf.mean(tf.square(dev), axes, true);
+        const a = tf.mul(tf.reshape(sc!, bshape), tf.rsqrt(tf.add(vr, eps)));
+        const out = tf.add(tf.mul(dev, a), tf.reshape(b!, bshape));
+        return [out, tf.reshape(mean, [ch]), tf.mul(tf.reshape(vr, [ch]), count / (count - 1))];
+      },
+    );
+    c.bnTrain(bm!, bv!, num(c, 'momentum', 0.9));
+    return [y];
+  }
+  // Trainable parameters or running statistics held as variables: computed each run.
+  const ps = params.map((v) => (v!.kind === 'rt' ? c.p.toIdentity(v!) : c.p.constRt(v!)));
   return [
     c.p.fn(c.name, c.op, [x, ...ps], x.shape, x.perm, ([t, sc, b, mean, vr]) => {
       const a = tf.mul(sc!, tf.rsqrt(tf.add(vr!, eps)));
