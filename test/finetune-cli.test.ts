@@ -227,7 +227,10 @@ describe('graft train --finetune: interruption and --resume', () => {
     r.child.kill('SIGINT');
     const { code, signal } = await r.exit;
     const err = r.stderr();
-    assert.equal(code, 130, `exit code ${code} (signal ${signal}); stderr:\n${err}`);
+    // Exit 130 from the handler; or, when the second Ctrl-C lands while Node is already tearing down after the saved
+    // message (signal handlers are gone by then), death by SIGINT — either way after the checkpoint was written.
+    const saved = /interrupted at epoch \d+, step \d+ of \d+; saved/.test(err);
+    assert.ok(code === 130 || (signal === 'SIGINT' && saved), `exit code ${code} (signal ${signal}); stderr:\n${err}`);
     assert.ok(!hasStackTrace(err), `no stack trace:\n${err}`);
     const ck = await readCheckpoint(last);
     for (const t of Object.values(ck.tensors)) assert.ok(t.every(Number.isFinite), 'checkpoint tensors finite');

@@ -23,6 +23,7 @@ import {
   suffixModel,
   type CutSet,
 } from '../src/learn/finetune.js';
+import { tunableBlocks } from '../src/learn/blocks.js';
 import { loadRun } from '../src/learn/run.js';
 import { loadOnnx, parseOnnx } from '../src/models/onnx-file.js';
 import { evalRun } from '../src/tasks/evaluate.js';
@@ -73,6 +74,22 @@ describe('fine-tuning: blocks, suffix graph, export', () => {
     assert.equal(cutForLastBlocks(m, 1).cut, 'r0');
     assert.equal(cutForLastBlocks(m, 'all').cut, 'input');
     assert.throws(() => cutForLastBlocks(m, 3), /1 to 2/);
+  });
+
+  test('a classifier written as a 1x1 conv after the pooled features is not a block to fine-tune', () => {
+    const spec = tinyCnn();
+    spec.initializers = [...spec.initializers!, { name: 'cls_w', dims: [3, 6, 1, 1], values: Array.from({ length: 18 }, (_, i) => (i % 5) / 5) }];
+    spec.nodes = [
+      ...spec.nodes.filter((n) => n.name !== 'fc'),
+      { op: 'Conv', name: 'cls', inputs: ['g', 'cls_w'], outputs: ['c_out'] },
+      { op: 'Flatten', name: 'flatten_cls', inputs: ['c_out'], outputs: ['logits'] },
+    ];
+    const m = buildLoaded(spec);
+    assert.equal(listBlocks(m).length, 3, 'the graph has 3 conv blocks');
+    assert.deepEqual(tunableBlocks(m, 'features').map((b) => b.convs), [['conv0'], ['dw', 'pw']]);
+    assert.equal(cutForLastBlocks(m, 1, 'features').cut, 'r0');
+    assert.equal(cutForLastBlocks(m, 2, 'features').cut, 'input');
+    assert.throws(() => cutForLastBlocks(m, 3, 'features'), /1 to 2/);
   });
 
   test('the suffix graph on the executor matches ONNX Runtime on the full graph', async () => {

@@ -1,3 +1,6 @@
 import { main } from './main.js';
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// Interrupted (Ctrl-C): what could be saved is saved; leave now rather than wait for worker threads to wind down.
+if (code === 130) process.exit(code);
+process.exitCode = code;

@@ -76,9 +76,12 @@ export function listBlocks(model: LoadedOnnx): Block[] {
   return blocks;
 }
 
-/** The cut for fine-tuning the last `n` blocks ('all': every block). */
-export function cutForLastBlocks(model: LoadedOnnx, n: number | 'all'): { cut: string; blocks: Block[] } {
-  const blocks = listBlocks(model);
+/**
+ * The cut for fine-tuning the last `n` blocks ('all': every block). With `featureTensor`, only blocks that feed it
+ * count: a classifier written as a 1x1 conv after the pooled features (Keras/TF.js MobileNet) is not a block to tune.
+ */
+export function cutForLastBlocks(model: LoadedOnnx, n: number | 'all', featureTensor?: string): { cut: string; blocks: Block[] } {
+  const blocks = featureTensor ? tunableBlocks(model, featureTensor) : listBlocks(model);
   if (blocks.length === 0) throw new GraftError(`${model.info.path}: no convolution blocks found to fine-tune`);
   const k = n === 'all' ? blocks.length : n;
   if (!Number.isInteger(k) || k < 1 || k > blocks.length) {
@@ -86,6 +89,29 @@ export function cutForLastBlocks(model: LoadedOnnx, n: number | 'all'): { cut: s
   }
   const tuned = blocks.slice(blocks.length - k);
   return { cut: tuned[0]!.input, blocks: tuned };
+}
+
+/** The blocks that feed `featureTensor` (what `--finetune N` counts from the top). */
+export function tunableBlocks(model: LoadedOnnx, featureTensor: string): Block[] {
+  const feeding = ancestorNodes(model, featureTensor);
+  return listBlocks(model)
+    .filter((b) => b.convs.every((c) => feeding.has(c)))
+    .map((b, index) => ({ ...b, index }));
+}
+
+/** Names of the nodes `tensor` depends on. */
+function ancestorNodes(model: LoadedOnnx, tensor: string): Set<string> {
+  const producer = new Map<string, (typeof model.info.nodes)[number]>();
+  for (const node of model.info.nodes) for (const o of node.outputs) producer.set(o, node);
+  const seen = new Set<string>();
+  const stack = [tensor];
+  while (stack.length) {
+    const p = producer.get(stack.pop()!);
+    if (!p || seen.has(p.name)) continue;
+    seen.add(p.name);
+    stack.push(...p.inputs.filter(Boolean));
+  }
+  return seen;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

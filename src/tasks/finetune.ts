@@ -119,7 +119,7 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
   const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
   const ref = await resolveModel(opts.model, opts.backbone);
   for (const w of ref.warnings) r?.warn?.(w);
-  const { cut, blocks } = cutForLastBlocks(ref.onnx, opts.blocks);
+  const { cut, blocks } = cutForLastBlocks(ref.onnx, opts.blocks, ref.featureTensor);
   const input = ref.onnx.info.inputs[0]!;
   // Cutting at the graph input ('all'): the "prefix" is the identity (the cache then holds preprocessed images).
   const prefixModel =

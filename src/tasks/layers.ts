@@ -1,5 +1,5 @@
 import { resolveModel } from '../models/resolve.js';
-import { listBlocks, type Block } from '../learn/blocks.js';
+import { tunableBlocks, type Block } from '../learn/blocks.js';
 import type { NodeInfo, TensorInfo } from '../models/onnx-file.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { inputDims, runCut } from '../vision/featuremaps.js';
@@ -74,7 +74,7 @@ export async function layers(model: string, opts: LayersOptions = {}): Promise<L
     featureTensor: ref.featureTensor,
     logitsTensor: ref.logitsTensor,
     nodes,
-    blocks: listBlocks(ref.onnx),
+    blocks: tunableBlocks(ref.onnx, ref.featureTensor),
     ...(shapesError !== undefined && { shapesError }),
   };
 }
