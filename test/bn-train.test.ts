@@ -15,7 +15,7 @@ import { buildLoaded, type GraphSpec } from '../src/engine/tf/onnx-builder.js';
 import { bnStatNames, type CutSet, finetune, replaceInitializers, suffixModel } from '../src/learn/finetune.js';
 import { parseOnnx } from '../src/models/onnx-file.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
-import { tinyCnn, TINY_SIZE } from './helpers/tiny-cnn.js';
+import { tinyCnn, TINY_SIZE, tinyCutSet } from './helpers/tiny-cnn.js';
 
 const S = TINY_SIZE;
 const EPS = 1e-3;
@@ -232,18 +232,7 @@ function tinyBnCnn(): GraphSpec {
   return { ...spec, initializers: inits, nodes };
 }
 
-function cutSet(n: number, seed: number): CutSet {
-  const rng = mulberry32(seed);
-  const per = 4 * S * S;
-  const x = new Float32Array(n * per);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const c = i % 2;
-    y[i] = c;
-    for (let j = 0; j < per; j++) x[i * per + j] = Math.max(0, rng() + (Math.floor(j / (S * S)) === c ? 0.3 : 0));
-  }
-  return { x, n, y };
-}
+const cutSet = tinyCutSet;
 
 describe('fine-tuning with trainBn on a model with real batch norm', () => {
   let dir: string;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { OrtModel } from '../src/engine/ort.js';
-import { buildOnnx, type GraphSpec } from '../src/engine/tf/onnx-builder.js';
+import { buildOnnx } from '../src/engine/tf/onnx-builder.js';
 import { GraftError } from '../src/errors.js';
 import { tensorLength, loadInto } from '../src/image/preprocess.js';
 import { logLoss } from '../src/learn/metrics.js';
@@ -18,10 +18,10 @@ import { exportRun } from '../src/tasks/export.js';
 import { finetuneRun } from '../src/tasks/finetune.js';
 import { predict } from '../src/tasks/predict.js';
 import { trainRun } from '../src/tasks/train.js';
-import { mulberry32 } from '../src/util/random.js';
 import { colourImage, type Rgb } from './helpers/images.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
+import { tinyCnn } from './helpers/tiny-cnn.js';
 
 const COLOURS: Record<string, Rgb> = { red: [220, 30, 30], green: [30, 200, 40], blue: [30, 40, 220] };
 const META = [
@@ -35,35 +35,6 @@ let cnn: string;
 /** Largest |Δ| seen per comparison, printed at the end so the report has the real numbers. */
 const measured: Record<string, number> = {};
 
-/** A small CNN with real conv blocks (fine-tunable): conv 3x3 → Relu → depthwise 3x3 → Relu → 1x1 → GAP → features. */
-function tinyCnn(S: number): GraphSpec {
-  const rng = mulberry32(7);
-  const r = (n: number, s: number) => Array.from({ length: n }, () => (rng() * 2 - 1) * s);
-  return {
-    inputs: [{ name: 'input', shape: ['batch', 3, S, S] }],
-    outputs: ['features', 'logits'],
-    initializers: [
-      { name: 'c0_w', dims: [4, 3, 3, 3], values: r(4 * 27, 0.5) },
-      { name: 'c0_b', dims: [4], values: r(4, 0.1) },
-      { name: 'dw_w', dims: [4, 1, 3, 3], values: r(36, 0.5) },
-      { name: 'dw_b', dims: [4], values: r(4, 0.1) },
-      { name: 'pw_w', dims: [6, 4, 1, 1], values: r(24, 0.7) },
-      { name: 'fc_w', dims: [6, 3], values: r(18, 0.5) },
-      { name: 'fc_b', dims: [3], values: [0, 0, 0] },
-    ],
-    nodes: [
-      { op: 'Conv', name: 'conv0', inputs: ['input', 'c0_w', 'c0_b'], outputs: ['c0'], attrs: { pads: { ints: [1, 1, 1, 1] } } },
-      { op: 'Relu', name: 'relu0', inputs: ['c0'], outputs: ['r0'] },
-      { op: 'Conv', name: 'dw', inputs: ['r0', 'dw_w', 'dw_b'], outputs: ['d1'], attrs: { pads: { ints: [1, 1, 1, 1] }, group: { i: 4 } } },
-      { op: 'Relu', name: 'relu1', inputs: ['d1'], outputs: ['r1'] },
-      { op: 'Conv', name: 'pw', inputs: ['r1', 'pw_w'], outputs: ['p1'] },
-      { op: 'Relu', name: 'relu2', inputs: ['p1'], outputs: ['r2'] },
-      { op: 'GlobalAveragePool', name: 'gap', inputs: ['r2'], outputs: ['g'] },
-      { op: 'Flatten', name: 'flatten', inputs: ['g'], outputs: ['features'] },
-      { op: 'Gemm', name: 'fc', inputs: ['features', 'fc_w', 'fc_b'], outputs: ['logits'] },
-    ],
-  };
-}
 
 async function writeImages(root: string, perClass: number, seedBase: number): Promise<void> {
   for (const [name, rgb] of Object.entries(COLOURS)) {
@@ -143,7 +114,7 @@ before(async () => {
   tiny = join(dir, 'tiny.onnx');
   await writeFile(tiny, tinyClassifier({ size: 16, channels: 6, classes: 5, metadata: Object.fromEntries(META.map((m) => [m.key, m.value])) }));
   cnn = join(dir, 'tiny-cnn.onnx');
-  const m = parseOnnx(buildOnnx(tinyCnn(8)), cnn);
+  const m = parseOnnx(buildOnnx(tinyCnn()), cnn);
   m.proto.metadataProps = META as never;
   const { onnx } = (await import('onnx-proto')).default;
   await writeFile(cnn, onnx.ModelProto.encode(m.proto).finish());

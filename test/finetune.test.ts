@@ -31,29 +31,14 @@ import { predict } from '../src/tasks/predict.js';
 import { finetuneRun, resumeFinetuneRun } from '../src/tasks/finetune.js';
 import { mulberry32 } from '../src/util/random.js';
 import { colourImage, type Rgb } from './helpers/images.js';
-import { tinyCnn, TINY_SIZE } from './helpers/tiny-cnn.js';
+import { tinyCnn, TINY_SIZE, tinyCutSet } from './helpers/tiny-cnn.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
 const S = TINY_SIZE;
 
 let dir: string;
 
-/** Random cut tensors [n, 4, S, S] with a label that depends on them (mean of channel 0 vs channel 1). */
-function cutSet(n: number, seed: number): CutSet {
-  const rng = mulberry32(seed);
-  const per = 4 * S * S;
-  const x = new Float32Array(n * per);
-  const y = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const c = i % 2;
-    y[i] = c;
-    for (let j = 0; j < per; j++) {
-      const ch = Math.floor(j / (S * S));
-      x[i * per + j] = Math.max(0, rng() + (ch === c ? 0.3 : 0));
-    }
-  }
-  return { x, n, y };
-}
+const cutSet = tinyCutSet;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'graft-ft-'));

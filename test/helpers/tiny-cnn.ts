@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { buildOnnx, type GraphSpec } from '../../src/engine/tf/onnx-builder.js';
 import { parseOnnx } from '../../src/models/onnx-file.js';
+import type { CutSet } from '../../src/learn/finetune.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { colourImage, type Rgb } from './images.js';
 
@@ -77,4 +78,19 @@ export async function writeColourFolders(root: string, perClass: Record<string, 
     }
   }
   return root;
+}
+
+/** Random cut tensors [n, 4, S, S] at the tiny CNN's 'r0' (input of its last block), labelled by which of channels 0 and 1 is brighter. */
+export function tinyCutSet(n: number, seed: number): CutSet {
+  const S = TINY_SIZE;
+  const rng = mulberry32(seed);
+  const per = 4 * S * S;
+  const x = new Float32Array(n * per);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const c = i % 2;
+    y[i] = c;
+    for (let j = 0; j < per; j++) x[i * per + j] = Math.max(0, rng() + (Math.floor(j / (S * S)) === c ? 0.3 : 0));
+  }
+  return { x, n, y };
 }
