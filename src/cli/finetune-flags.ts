@@ -2,7 +2,9 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '../errors.js';
 import type { FinetuneOptions } from '../learn/finetune.js';
-import { floatArg, intArg } from './options.js';
+import type { FinetuneDataOptions } from '../tasks/finetune.js';
+import type { Reporter } from '../tasks/reporter.js';
+import { backboneOptions, cacheOption, floatArg, intArg, type ModelFlags } from './options.js';
 
 export function addFinetuneOptions(cmd: Command): Command {
   return cmd
@@ -79,4 +81,27 @@ export function parseBlocks(v: string): number | 'all' {
   const blocks = v === 'all' ? 'all' : Number(v);
   if (blocks !== 'all' && !(Number.isInteger(blocks) && blocks >= 1)) throw new UsageError(`--finetune must be a number of blocks >= 1 or 'all' (got ${v})`);
   return blocks;
+}
+
+/** The data-and-cut part of fine-tuning options, from the flags `graft train --finetune` and `graft lr-find` share. */
+export function finetuneDataOptions(
+  data: string,
+  o: ModelFlags & FinetuneFlags & { model?: string; val?: string; finetune?: string; layout?: string; label?: string; valFraction?: number; seed?: number },
+  reporter: Reporter,
+): FinetuneDataOptions {
+  return {
+    data,
+    val: o.val,
+    model: o.model!,
+    blocks: parseBlocks(o.finetune ?? '1'),
+    layout: o.layout as FinetuneDataOptions['layout'],
+    label: o.label as FinetuneDataOptions['label'],
+    valFraction: o.valFraction,
+    seed: o.seed,
+    augment: o.augment ? { views: o.augment } : undefined,
+    backbone: backboneOptions(o, reporter),
+    batchSize: o.batchSize,
+    cache: cacheOption(o),
+    reporter,
+  };
 }

@@ -11,7 +11,7 @@ import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, ModelF
 import { cliReporter } from './progress.js';
 import { out, pct, printJson, withCommon, type Common } from './output.js';
 import { COMMANDS } from './commands/index.js';
-import { addFinetuneOptions, finetuneOptions, interruptible, parseBlocks, type FinetuneFlags } from './finetune-flags.js';
+import { addFinetuneOptions, finetuneDataOptions, finetuneOptions, interruptible, type FinetuneFlags } from './finetune-flags.js';
 
 function summariseEvaluation(e: Evaluation): void {
   out(`accuracy ${pct(e.accuracy)}  balanced accuracy ${pct(e.balancedAccuracy)}  log loss ${e.logLoss.toFixed(4)}  (${e.n} images)`);
@@ -72,21 +72,9 @@ export function buildProgram(): Command {
           if (o.resume !== undefined) return resumeFinetuneRun(o.resume as string, { reporter: r, signal, finetune: { onStart: started } });
           if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');
           return finetuneRun({
-            data,
-            val: o.val as string | undefined,
-            model: o.model as string,
+            ...finetuneDataOptions(data, o as Parameters<typeof finetuneDataOptions>[1], r),
             out: o.out as string,
-            blocks: parseBlocks(o.finetune as string),
-            layout: o.layout as never,
-            label: o.label as never,
-            valFraction: o.valFraction as number,
-            seed: o.seed as number,
             finetune: { ...finetuneOptions(o), onStart: started },
-            augment: o.augment ? { views: o.augment } : undefined,
-            backbone: backboneOptions(o, r),
-            batchSize: o.batchSize,
-            cache: cacheOption(o),
-            reporter: r,
             signal,
           });
         });

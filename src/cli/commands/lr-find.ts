@@ -1,8 +1,8 @@
 import { Command, Option } from 'commander';
 import { UsageError } from '../../errors.js';
 import { lrFindRun } from '../../tasks/finetune.js';
-import { addFinetuneOptions, finetuneOptions, interruptible, parseBlocks, type FinetuneFlags } from '../finetune-flags.js';
-import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, type ModelFlags } from '../options.js';
+import { addFinetuneOptions, finetuneDataOptions, finetuneOptions, interruptible, type FinetuneFlags } from '../finetune-flags.js';
+import { addModelOptions, floatArg, intArg, type ModelFlags } from '../options.js';
 import { out, printJson, withCommon, type Common } from '../output.js';
 import { cliReporter } from '../progress.js';
 
@@ -53,20 +53,8 @@ export function register(program: Command): void {
     // prefix runs over the images, which can take minutes; the abort signal would only be looked at by the sweep).
     const res = await interruptible((signal) => {
       return lrFindRun({
-        data,
-        val: o.val,
-        model: o.model!,
+        ...finetuneDataOptions(data, o, r),
         out: o.out,
-        blocks: parseBlocks(o.finetune),
-        layout: o.layout as never,
-        label: o.label as never,
-        valFraction: o.valFraction,
-        seed: o.seed,
-        augment: o.augment ? { views: o.augment } : undefined,
-        backbone: backboneOptions(o, r),
-        batchSize: o.batchSize,
-        cache: cacheOption(o),
-        reporter: r,
         signal,
         sweep: { ...ft, minLr: o.minLr, maxLr: o.maxLr, steps: o.steps },
       });
