@@ -13,8 +13,10 @@ export { ModelStore, defaultStore, modelSourcePath, registerImporter, unregister
 export * from './learn/index.js';
 export { loadRun, saveRun, isRunDir, type RunConfig, type LoadedRun } from './learn/run.js';
 export { trainRun, type TrainRunOptions, type TrainRunResult } from './tasks/train.js';
-export { finetuneRun, resumeFinetuneRun, FINETUNE_FILES, type FinetuneRunOptions, type FinetuneRunResult } from './tasks/finetune.js';
-export { finetune, listBlocks, cutForLastBlocks, suffixModel, convWeightNames, replaceInitializers, readCheckpoint, writeCheckpoint, type Block, type CutSet, type FinetuneOptions, type FinetuneResult } from './learn/finetune.js';
+export { finetuneRun, resumeFinetuneRun, lrFindRun, FINETUNE_FILES, type FinetuneRunOptions, type FinetuneRunResult, type FinetuneDataOptions, type LrFindRunOptions, type LrFindRunResult } from './tasks/finetune.js';
+export { finetune, lrFind, scheduleAt, finetuneSettings, listBlocks, cutForLastBlocks, suffixModel, convWeightNames, bnAffineNames, replaceInitializers, readCheckpoint, writeCheckpoint, type Block, type CutSet, type FinetuneOptions, type FinetuneResult, type FinetuneSettings, type LrFindOptions, type LrFindResult, type Schedule } from './learn/finetune.js';
+export { tunableBlocks } from './learn/blocks.js';
+export { lrFinderPng, lrFinderSvg } from './learn/lr-chart.js';
 export { evalRun, type EvalRunOptions } from './tasks/evaluate.js';
 export { predict, type PredictOptions, type PredictResult } from './tasks/predict.js';
 export { exportRun, describePreprocess, type ExportOptions, type ExportResult } from './tasks/export.js';
