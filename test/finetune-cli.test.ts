@@ -238,8 +238,9 @@ describe('graft train --finetune: interruption and --resume', () => {
 
   test('Ctrl-C before training starts (while images are read): exit 130 at once, no stack trace, nothing saved', async () => {
     const runC = join(dir, 'runC');
-    // --no-cache: the prefix and both augmented views are computed, which leaves time to interrupt before training.
-    const r = startCli('train', trainDir, ...flags(), '--no-cache', '--out', runC);
+    // --no-cache and 8 augmented views (the later --augment wins): the prefix and every view are computed after the
+    // first progress line, which leaves ample time to interrupt before training starts.
+    const r = startCli('train', trainDir, ...flags(), '--augment', '8', '--no-cache', '--out', runC);
     await waitFor('the first progress line', () => /train prefix:/.test(r.stderr()), r);
     const t0 = performance.now();
     r.child.kill('SIGINT');
