@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { augmentedViews, describeAugment, resolveAugmentOptions, type AugmentOptionsInput } from '../image/augment.js';
 import type { DatasetItem } from '../data/index.js';
-import { openTrainVal } from './train.js';
+import { openTrainVal, runData } from './train.js';
 import type { BackboneOptions } from '../engine/backbone.js';
 import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
@@ -238,16 +238,7 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
     model: { source: opts.model, path: modelPath, sha256: createHash('sha256').update(bytes).digest('hex'), featureTensor: ref.featureTensor },
     preprocess: ref.spec,
     classes,
-    data: {
-      train: resolve(opts.data),
-      val: opts.val ? resolve(opts.val) : undefined,
-      layout: trainSet.layout,
-      label: opts.label,
-      valFraction: opts.val ? undefined : valFraction,
-      splitSeed: opts.val ? undefined : seed,
-      trainCount: train.n,
-      valCount: val.n,
-    },
+    data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
     head: {
       kind: 'linear',
       bestEpoch: res.bestEpoch,

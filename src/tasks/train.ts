@@ -52,6 +52,26 @@ export function toFeatureSet(items: DatasetItem[], res: ExtractResult): FeatureS
 }
 
 /** The training and validation items: `val` as given, else a seeded stratified split of `data`. */
+/** The `data` block of a run's config: where the images came from and how they were split. */
+export function runData(
+  opts: { data: string; val?: string; label?: 'breed' | 'species' },
+  layout: string,
+  valFraction: number,
+  seed: number,
+  counts: { train: number; val: number },
+): RunConfig['data'] {
+  return {
+    train: resolve(opts.data),
+    val: opts.val ? resolve(opts.val) : undefined,
+    layout,
+    label: opts.label,
+    valFraction: opts.val ? undefined : valFraction,
+    splitSeed: opts.val ? undefined : seed,
+    trainCount: counts.train,
+    valCount: counts.val,
+  };
+}
+
 export async function openTrainVal(
   opts: { data: string; val?: string; layout?: LayoutName | 'auto'; label?: 'breed' | 'species'; valFraction?: number },
   seed: number,
@@ -111,16 +131,7 @@ export async function trainRun(opts: TrainRunOptions): Promise<TrainRunResult> {
       model: { source: opts.model, path: resolve(backbone.ref.path), sha256: info.sha256, featureTensor: backbone.ref.featureTensor },
       preprocess: backbone.spec,
       classes,
-      data: {
-        train: resolve(opts.data),
-        val: opts.val ? resolve(opts.val) : undefined,
-        layout: trainSet.layout,
-        label: opts.label,
-        valFraction: opts.val ? undefined : valFraction,
-        splitSeed: opts.val ? undefined : seed,
-        trainCount: train.n,
-        valCount: val.n,
-      },
+      data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
       head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly },
     };
     await saveRun(opts.out, config, trained.head);
