@@ -7,6 +7,8 @@ import sharp from 'sharp';
 import { Backbone, softmaxRows } from '../src/engine/backbone.js';
 import { FeatureCache } from '../src/engine/feature-cache.js';
 import { loadOnnx } from '../src/models/onnx-file.js';
+import { executionProviders } from '../src/engine/ort.js';
+import { GraftError } from '../src/errors.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
 
 let dir: string;
@@ -184,4 +186,12 @@ describe('extraction', () => {
     assert.ok(p[2]! > p[1]! && p[1]! > p[0]!, 'p[2]! > p[1]! && p[1]! > p[0]!');
     assert.ok(Math.abs(p[3]! - 1 / 3) < 1e-6, 'Math.abs(p[3]! - 1 / 3) < 1e-6');
   });
+});
+
+test('execution providers: CPU by default, CUDA only when asked, unknown names refused with the variable named', () => {
+  assert.deepEqual(executionProviders({}), ['cpu']);
+  assert.deepEqual(executionProviders({ GRAFT_EXECUTION_PROVIDERS: ' CUDA ' }), ['cuda', 'cpu']);
+  assert.deepEqual(executionProviders({ GRAFT_EXECUTION_PROVIDERS: 'cpu,cuda' }), ['cpu', 'cuda']);
+  assert.throws(() => executionProviders({ GRAFT_EXECUTION_PROVIDERS: 'cuda,tpu' }),
+    (e: unknown) => e instanceof GraftError && /GRAFT_EXECUTION_PROVIDERS: unknown execution provider 'tpu'/.test(e.message));
 });

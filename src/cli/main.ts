@@ -44,6 +44,7 @@ export function buildProgram(): Command {
       program
         .command('train')
         .description('extract features with a frozen backbone and train a classifier head on them; writes a run folder')
+        .summary('train a classifier on a model\'s features (or fine-tune it); writes a run folder')
         .argument('[data]', 'training images: class-per-folder, Oxford-IIIT Pet or PetImages layout')
         .option('--model <onnx>', 'backbone: ONNX file path or URL (required)')
         .option('--out <dir>', 'run folder to write (required)')
@@ -129,6 +130,7 @@ export function buildProgram(): Command {
       program
         .command('eval')
         .description('evaluate a trained run (or an exported classifier .onnx) on a labelled folder')
+        .summary('evaluate a run or an exported .onnx on a labelled folder')
         .argument('<run>', 'run folder written by graft train, or a model written by graft export')
         .argument('<data>', 'labelled images with the same classes')
         .option('--out <dir>', 'where to write metrics.json and confusion.png (default: <run>/eval/<data name>)')
@@ -154,6 +156,7 @@ export function buildProgram(): Command {
       program
         .command('predict')
         .description('classify images with a trained run or a bare classifier model')
+        .summary('classify images with a run or an ImageNet model')
         .argument('<run|model>', 'run folder, or ONNX classifier (path or URL)')
         .argument('<images...>', 'image files or folders')
         .option('--top <k>', 'classes to show per image', intArg('--top'), 5)
@@ -183,6 +186,7 @@ export function buildProgram(): Command {
       program
         .command('extract')
         .description('compute (and cache) backbone features of every image below a folder')
+        .summary('compute (and cache) the features of every image below a folder')
         .argument('<model>', 'ONNX model (path or URL)')
         .argument('<dir>', 'folder of images (class folders give labels)')
         .option('--out <dir>', 'write features.npy and index.json here'),
@@ -206,6 +210,7 @@ export function buildProgram(): Command {
     program
       .command('layers')
       .description("list a model's inputs, outputs and nodes with their output shapes (names to use with --feature-node and featuremaps --layer)")
+      .summary('list a model\'s inputs, outputs and nodes with shapes')
       .argument('<model>', 'ONNX model (path or URL)')
       .option('--all', 'list every node, not only those worth cutting at')
       .option('--no-shapes', 'skip the forward pass (on a zero image) that finds each node\'s output shape'),

@@ -33,9 +33,30 @@ export interface OrtRunner {
   dispose(): Promise<void>;
 }
 
+const KNOWN_PROVIDERS = ['cpu', 'cuda'] as const;
+
+/**
+ * Execution providers from GRAFT_EXECUTION_PROVIDERS (comma-separated, tried in order), default CPU only. The CUDA
+ * provider's libraries are not in the npm package: they exist only after the user opted in at install time
+ * (`ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node`, see the README).
+ */
+export function executionProviders(env: NodeJS.ProcessEnv = process.env): string[] {
+  const raw = env.GRAFT_EXECUTION_PROVIDERS?.trim();
+  if (!raw) return ['cpu'];
+  const names = raw.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  for (const n of names) {
+    if (!(KNOWN_PROVIDERS as readonly string[]).includes(n)) {
+      throw new GraftError(`GRAFT_EXECUTION_PROVIDERS: unknown execution provider '${n}' (known: ${KNOWN_PROVIDERS.join(', ')})`);
+    }
+  }
+  // The CPU provider stays last so that ops another provider lacks still run.
+  return names.includes('cpu') ? names : [...names, 'cpu'];
+}
+
 export function sessionOptions(threads: number, spinning: boolean): ort.InferenceSession.SessionOptions {
   const spin = spinning ? '1' : '0';
   return {
+    executionProviders: executionProviders(),
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',

@@ -7,6 +7,7 @@ export function registerConvert(program: Command): void {
     program
       .command('convert')
       .description('convert a model to ONNX (TF.js layers and graph models: model.json or its folder; TFLite files, float or quantised)')
+      .summary('convert a TF.js or TFLite model to ONNX')
       .argument('<in>', 'model to convert')
       .requiredOption('--out <file.onnx>', 'ONNX file to write'),
   ).action(async (input: string, o: Common & { out: string }) => {

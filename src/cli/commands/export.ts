@@ -25,6 +25,7 @@ export function registerExport(program: Command): void {
     program
       .command('export')
       .description('export a run (backbone + head) as one ONNX file with probabilities/logits outputs and a sidecar config')
+      .summary('export a run as one ONNX file (backbone + head)')
       .argument('<run>', 'run folder written by graft train')
       .requiredOption('--out <file.onnx>', 'ONNX file to write (its sidecar goes to <file.onnx>.json)')
       .option('--no-verify', 'skip the check against the run before writing')

@@ -29,6 +29,7 @@ export function register(program: Command): void {
     program
       .command('featuremaps')
       .description("render a layer's feature maps for one image as a grid PNG (default: an early, a middle and a late layer)")
+      .summary('render a layer\'s feature maps for one image as a PNG grid')
       .argument('<model>', 'ONNX model (path or URL)')
       .argument('<image>', 'image file')
       .option('--layer <name>', 'node or tensor name to show (repeatable; default: an early, a middle and a late block)', (v: string, prev: string[] = []) => [...prev, v])

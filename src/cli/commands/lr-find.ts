@@ -27,6 +27,7 @@ export function register(program: Command): void {
         program
           .command('lr-find')
           .description('learning-rate finder: train briefly with a growing learning rate and plot the loss (PNG) to pick --lr for fine-tuning')
+          .summary('plot loss against learning rate to pick --lr for fine-tuning')
           .argument('<data>', 'training images (same layouts as graft train)')
           .option('--model <onnx>', 'backbone: ONNX file path or URL (required)')
           .option('--out <file.png>', 'where to write the plot', 'lr-find.png')

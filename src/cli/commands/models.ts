@@ -71,6 +71,7 @@ export function registerModels(program: Command): void {
     program
       .command('models')
       .description('list the model catalog (names usable wherever a model is taken), or with --cached what the store holds')
+      .summary('list the model catalog, or with --cached what the store holds')
       .option('--cached', 'only models in the store (also models fetched by URL)'),
   ).action(async (o: Common & { cached?: boolean }) => {
     const store = defaultStore();
@@ -105,6 +106,7 @@ export function registerModels(program: Command): void {
     program
       .command('pull')
       .description('download a catalog model into the store (verified; resumed if interrupted)')
+      .summary('download a catalog model into the store')
       .argument('<name|url>', "catalog name (see 'graft models'), or the URL of an ONNX model")
       .option('--mirror <dir|url>', 'fetch from <mirror>/<name>/<file> instead of the official URLs (default: $GRAFT_MIRROR)')
       .option('--force', 'download again even if the model is in the store')
@@ -152,6 +154,7 @@ export function registerModels(program: Command): void {
     program
       .command('rm')
       .description('remove a model from the store (recorded checksums are kept unless --forget)')
+      .summary('remove a model from the store')
       .argument('<name|url>', 'catalog name, or the URL of a model fetched by URL')
       .option('--forget', 'also forget the checksums recorded by its first download'),
   ).action(async (name: string, o: Common & { forget?: boolean }) => {

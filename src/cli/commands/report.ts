@@ -7,6 +7,7 @@ export function registerReport(program: Command): void {
     program
       .command('report')
       .description('render a run as one self-contained HTML page (curves, confusion matrix, top losses, settings)')
+      .summary('render a run as one self-contained HTML page')
       .argument('<run>', 'run folder written by graft train')
       .option('--out <file.html>', 'where to write it (default: <run>/report.html)'),
   ).action(async (run: string, o: Common & { out?: string }) => {

@@ -20,6 +20,7 @@ export function registerDream(program: Command): void {
     program
       .command('dream')
       .description("the 'ideal' image of a class: from noise, follow the gradient of the class score (TV-regularised, jittered)")
+      .summary('the \'ideal\' image of a class, by gradient ascent from noise')
       .argument('<model|run>', 'classifier model (ImageNet classes) or a run folder (its classes)')
       .requiredOption('--class <name|index>', 'class to dream of, e.g. "tabby" or 281')
       .requiredOption('--out <file.png>', 'PNG to write (a JSON with settings and results goes beside it)')
@@ -55,6 +56,7 @@ export function registerAttack(program: Command): void {
     program
       .command('attack')
       .description('adversarial examples (FGSM, L-inf PGD), targeted or not; verified on the saved 8-bit PNGs')
+      .summary('adversarial examples (FGSM, PGD), verified on the saved PNGs')
       .argument('<model|run>', 'classifier model (ImageNet classes) or a run folder')
       .argument('<images...>', 'image files or folders')
       .requiredOption('--out <dir>', 'folder for <name>-adv.png, <name>-compare.png, <name>.json and summary.json')
