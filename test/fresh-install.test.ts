@@ -127,7 +127,7 @@ describe('fresh install (clean clone, README commands, no environment variables)
     assert.equal(r.code, 0, `'${first}' failed:\n${r.out.slice(-3000)}`);
     const out = /--out\s+(\S+)/.exec(first)![1]!;
     const metrics = JSON.parse(await readFile(join(clone, out, 'metrics.json'), 'utf8'));
-    assert.ok(metrics.accuracy >= 0.98, `validation accuracy ${metrics.accuracy}`);
+    assert.ok(metrics.validation.accuracy >= 0.98, `validation accuracy ${metrics.validation.accuracy}`);
   });
 
   test('graft as a dependency: packed, installed into an empty project set up as the README says', async () => {
