@@ -44,7 +44,7 @@ export function buildProgram(): Command {
       program
         .command('train')
         .description('extract features with a frozen backbone and train a classifier head on them; writes a run folder')
-        .summary('train a classifier on a model\'s features (or fine-tune it); writes a run folder')
+        .summary("train a classifier on a model's features, or fine-tune it")
         .argument('[data]', 'training images: class-per-folder, Oxford-IIIT Pet or PetImages layout')
         .option('--model <onnx>', 'backbone: ONNX file path or URL (required)')
         .option('--out <dir>', 'run folder to write (required)')
