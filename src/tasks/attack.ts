@@ -1,7 +1,6 @@
 import { basename, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { datasetFromFiles } from '../data/index.js';
-import type { TfBackendName } from '../engine/tf/backend.js';
 import { ImageError } from '../errors.js';
 import { decodeImage, type RgbImage } from '../image/decode.js';
 import { writePng } from '../image/png.js';
@@ -18,7 +17,6 @@ export interface AttackTaskOptions extends Omit<AttackOptions, 'target' | 'eps'>
   /** One or more budgets in [0, 1] units; each image is attacked at each. */
   eps: number[];
   out: string;
-  backend?: TfBackendName;
   reporter?: Reporter;
 }
 
@@ -78,7 +76,7 @@ async function comparePng(orig: RgbImage, adv: RgbImage, eps: number, captions: 
 /** Attack image files (or folders of them); every result is verified on the PNG as saved and re-read. */
 export async function attackTask(target: string, inputs: string[], opts: AttackTaskOptions): Promise<AttackTaskResult> {
   const files = await datasetFromFiles(inputs);
-  const model = await loadClassifier(target, { backend: opts.backend });
+  const model = await loadClassifier(target);
   const skipped = [...files.skipped];
   const results: ImageAttack[] = [];
   try {

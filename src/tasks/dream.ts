@@ -1,7 +1,6 @@
 import { join, dirname, basename, extname } from 'node:path';
 import { decodeImage } from '../image/decode.js';
 import { writePng } from '../image/png.js';
-import type { TfBackendName } from '../engine/tf/backend.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { loadClassifier, resolveClass } from '../vision/classifier.js';
 import { dream, type DreamOptions } from '../vision/dream.js';
@@ -10,7 +9,6 @@ import type { Reporter } from './reporter.js';
 export interface DreamTaskOptions extends Omit<DreamOptions, 'classIndex' | 'onStep'> {
   className: string;
   out: string;
-  backend?: TfBackendName;
   reporter?: Reporter;
 }
 
@@ -29,7 +27,7 @@ export interface DreamTaskResult {
 
 /** The ideal image of a class, written as a PNG with a JSON of settings and results beside it. */
 export async function dreamTask(target: string, opts: DreamTaskOptions): Promise<DreamTaskResult> {
-  const model = await loadClassifier(target, { backend: opts.backend });
+  const model = await loadClassifier(target);
   try {
     const index = resolveClass(model.classes, opts.className);
     const steps = opts.steps ?? 200;

@@ -5,7 +5,6 @@
  * ONNX Runtime. Rounding keeps the L-inf bound: the original is on the 1/255 grid, so round(x0 + d) stays within
  * eps of x0 when eps is a whole number of levels.
  */
-import { tf } from '../engine/tf/backend.js';
 import type { RgbImage } from '../image/decode.js';
 import { mulberry32 } from '../util/random.js';
 import type { DiffClassifier } from './classifier.js';
@@ -43,15 +42,10 @@ function top5(p: Float32Array): { index: number; probability: number }[] {
     .slice(0, 5);
 }
 
-function toTensor(img: RgbImage): tf.Tensor4D {
-  return tf.tidy(() => tf.div(tf.tensor4d(Uint8Array.from(img.data), [1, img.height, img.width, 3], 'int32').toFloat(), 255) as tf.Tensor4D);
-}
-
 /** Round pixels in [0,1] to 8-bit levels (what a PNG keeps). */
-function to8bit(x: tf.Tensor4D, like: RgbImage): RgbImage {
-  const v = x.dataSync();
-  const data = Buffer.alloc(v.length);
-  for (let i = 0; i < v.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(v[i]! * 255)));
+function to8bit(x: Float32Array, like: RgbImage): RgbImage {
+  const data = Buffer.alloc(x.length);
+  for (let i = 0; i < x.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(x[i]! * 255)));
   return { data, width: like.width, height: like.height };
 }
 
@@ -78,44 +72,35 @@ export async function attackImage(model: DiffClassifier, image: RgbImage, opts: 
   const steps = opts.method === 'fgsm' ? 1 : (opts.steps ?? 40);
   const alpha = opts.method === 'fgsm' ? eps : (opts.stepSize ?? Math.max(eps / 4, 0.5 / 255));
   const C = model.classes.length;
-  const onehot = tf.oneHot(tf.tensor1d([targeted ? opts.target! : label], 'int32'), C).toFloat() as tf.Tensor2D;
-  const x0 = toTensor(image);
+  const targets = new Float32Array(C);
+  targets[targeted ? opts.target! : label] = 1;
+  const x0 = Float32Array.from(image.data, (v) => v / 255);
   const rng = mulberry32(opts.seed ?? 0);
-  let delta: tf.Tensor4D = opts.randomStart
-    ? tf.tensor4d(Float32Array.from({ length: x0.size }, () => (rng() * 2 - 1) * eps), x0.shape)
-    : tf.zerosLike(x0);
+  const delta = opts.randomStart ? Float32Array.from(x0, () => (rng() * 2 - 1) * eps) : new Float32Array(x0.length);
+  const x = new Float32Array(x0.length);
   // Targeted: descend the cross-entropy to the target; untargeted: ascend it away from the label.
   const sign = targeted ? -1 : 1;
-  const lossOf = (d: tf.Tensor4D) => tf.losses.softmaxCrossEntropy(onehot, model.logits(tf.clipByValue(tf.add(x0, d), 0, 1) as tf.Tensor4D)) as tf.Scalar;
-  // valueAndGrad, not grad: tf.grad leaks a tensor per call in tfjs 4.22.
-  const valueAndGrad = tf.valueAndGrad((d: tf.Tensor) => lossOf(d as tf.Tensor4D));
   let adversarial = image;
   let used = 0;
   let after = before;
-  try {
-    for (let s = 1; s <= steps; s++) {
-      const next = tf.tidy(() => {
-        const { grad: g } = valueAndGrad(delta);
-        const stepped = tf.add(delta, tf.mul(tf.sign(g), sign * alpha));
-        const bounded = tf.clipByValue(stepped, -eps, eps);
-        return tf.sub(tf.clipByValue(tf.add(x0, bounded), 0, 1), x0) as tf.Tensor4D;
-      });
-      delta.dispose();
-      delta = next;
-      used = s;
-      // Check the picture as it will be saved, every few steps and at the end.
-      if (opts.method === 'fgsm' || s % 5 === 0 || s === steps) {
-        const x = tf.tidy(() => tf.add(x0, delta) as tf.Tensor4D);
-        adversarial = to8bit(x, image);
-        x.dispose();
-        after = top5((await model.probabilities([adversarial]))[0]!);
-        if (goal(after[0]!.index)) break;
-      }
+  for (let s = 1; s <= steps; s++) {
+    // The perturbed picture is kept inside [0, 1], so the clamp in front of the model is the identity.
+    for (let i = 0; i < x.length; i++) x[i] = Math.min(1, Math.max(0, x0[i]! + delta[i]!));
+    const { grad } = await model.crossEntropy(x, 1, targets);
+    for (let i = 0; i < x.length; i++) {
+      const g = grad[i]!;
+      const stepped = delta[i]! + (g > 0 ? 1 : g < 0 ? -1 : 0) * sign * alpha;
+      const bounded = Math.min(eps, Math.max(-eps, stepped));
+      delta[i] = Math.min(1, Math.max(0, x0[i]! + bounded)) - x0[i]!;
     }
-  } finally {
-    delta.dispose();
-    x0.dispose();
-    onehot.dispose();
+    used = s;
+    // Check the picture as it will be saved, every few steps and at the end.
+    if (opts.method === 'fgsm' || s % 5 === 0 || s === steps) {
+      for (let i = 0; i < x.length; i++) x[i] = x0[i]! + delta[i]!;
+      adversarial = to8bit(x, image);
+      after = top5((await model.probabilities([adversarial]))[0]!);
+      if (goal(after[0]!.index)) break;
+    }
   }
   const n = norms(image, adversarial);
   return { adversarial, before, after, success: goal(after[0]!.index), steps: used, linf: n.linfLevels / 255, linfLevels: n.linfLevels, l2: n.l2, psnr: n.psnr };

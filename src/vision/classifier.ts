@@ -1,36 +1,43 @@
 /**
- * One classifier, two engines: a differentiable TF.js version (for dreams and attacks) and an ONNX Runtime version
- * (to check what the saved 8-bit picture really gets). Built from an ImageNet backbone (its logits) or from a graft
- * run (backbone features + the trained head, rebuilt in TF.js ops).
+ * One classifier, two uses: a gradient program on ONNX Runtime (cross-entropy and its gradient with respect to the
+ * pixels, for dreams and attacks) and a plain ONNX Runtime forward pass (to check what the saved 8-bit picture
+ * really gets). Built from an ImageNet classifier (its logits) or from a graft run (backbone features + the trained
+ * head, as in `graft export`).
  */
+import { availableParallelism } from 'node:os';
 import { Backbone, softmaxRows } from '../engine/backbone.js';
-import { TfExecutor } from '../engine/tf/executor.js';
-import { tf, type TfBackendName } from '../engine/tf/backend.js';
+import { GradientProgram } from '../engine/grad/program.js';
+import { PIXEL_LOGITS, PIXELS, withPixelInput } from '../engine/grad/pixels.js';
 import { GraftError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { normaliseInto } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
-import { decodeFloat32, HeadJsonSchema } from '../learn/heads.js';
+import { buildExportGraph, EXPORT_OUTPUTS } from '../learn/export.js';
+import { HeadJsonSchema } from '../learn/heads.js';
 import { isRunDir, loadRun } from '../learn/run.js';
 import { resolveModel } from '../models/resolve.js';
 import { editDistance } from '../util/numeric.js';
 
+export interface ClassGradient {
+  /** Σ over the batch of −Σ_k targets[k]·log softmax(logits)[k]. */
+  loss: number;
+  /** [N, C] class scores. */
+  logits: Float32Array;
+  /** d loss / d pixels, [N, H, W, 3]. */
+  grad: Float32Array;
+}
+
 export interface DiffClassifier {
   spec: PreprocessSpec;
   classes: string[];
-  /** Class scores (pre-softmax) of images given as [N, H, W, 3] pixels in [0, 1]. Differentiable. */
-  logits(pixels: tf.Tensor4D): tf.Tensor2D;
+  /**
+   * Cross-entropy against `targets` ([N, C] class weights: one-hot rows for a class) of `n` images given as
+   * [N, H, W, 3] pixels in [0, 1], and its gradient with respect to those pixels.
+   */
+  crossEntropy(pixels: Float32Array, n: number, targets: Float32Array): Promise<ClassGradient>;
   /** ONNX Runtime probabilities of 8-bit pictures at the model's input size (what a saved PNG gets). */
   probabilities(images: RgbImage[]): Promise<Float32Array[]>;
   dispose(): Promise<void>;
-}
-
-/** [N,H,W,3] pixels in [0,1] → the model's input tensor (normalisation, channel order, layout). */
-function toModelInput(x: tf.Tensor4D, spec: PreprocessSpec): tf.Tensor4D {
-  let y = x;
-  if (spec.channelOrder === 'BGR') y = tf.reverse(y, -1);
-  y = tf.div(tf.sub(y, tf.tensor1d(spec.mean)), tf.tensor1d(spec.std));
-  return spec.layout === 'NCHW' ? tf.transpose(y, [0, 3, 1, 2]) : y;
 }
 
 async function ortProbabilities(backbone: Backbone, images: RgbImage[], post: (out: Float32Array, n: number) => Float32Array, tensor: string): Promise<Float32Array[]> {
@@ -44,65 +51,63 @@ async function ortProbabilities(backbone: Backbone, images: RgbImage[], post: (o
   return images.map((_, i) => p.slice(i * c, (i + 1) * c));
 }
 
+/** Gradient programs of one pixel model, one per batch size, made on first use. */
+function programs(bytes: Uint8Array, where: string): { get(n: number): Promise<GradientProgram>; release(): Promise<void> } {
+  const made = new Map<number, Promise<GradientProgram>>();
+  return {
+    get(n) {
+      let p = made.get(n);
+      if (!p) {
+        p = GradientProgram.create(bytes, { batch: n, wrt: [PIXELS], loss: [{ kind: 'cross-entropy', logits: PIXEL_LOGITS, targets: 'targets' }], outputs: [PIXEL_LOGITS] }, { threads: availableParallelism(), where });
+        made.set(n, p);
+      }
+      return p;
+    },
+    async release() {
+      for (const p of made.values()) await (await p).release();
+      made.clear();
+    },
+  };
+}
+
+function classifier(spec: PreprocessSpec, classes: string[], progs: ReturnType<typeof programs>, probabilities: DiffClassifier['probabilities'], backbone: Backbone): DiffClassifier {
+  return {
+    spec,
+    classes,
+    async crossEntropy(pixels, n, targets) {
+      const prog = await progs.get(n);
+      const r = await prog.run({ [PIXELS]: pixels, targets });
+      return { loss: r.loss, logits: r.outputs[PIXEL_LOGITS]!.data, grad: r.grads[PIXELS]! };
+    },
+    probabilities,
+    dispose: async () => {
+      await progs.release();
+      await backbone.dispose();
+    },
+  };
+}
+
 /** A differentiable classifier from a model (path, URL, catalog name) or a run folder. */
-export async function loadClassifier(target: string, opts: { backend?: TfBackendName } = {}): Promise<DiffClassifier> {
+export async function loadClassifier(target: string): Promise<DiffClassifier> {
   if (await isRunDir(target)) {
     const run = await loadRun(target);
     const json = HeadJsonSchema.parse(run.head.toJSON());
     if (json.kind === 'knn') throw new GraftError(`${target}: a kNN head has no gradient; train a linear or mlp head for this`);
     const ref = await resolveModel(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor });
-    const ex = await TfExecutor.load(ref.onnx, { outputs: [ref.featureTensor], backend: opts.backend });
-    const d = json.dim;
-    const C = json.classes.length;
-    const src = `${target}/head.json`;
-    const mean = tf.tensor1d(decodeFloat32(json.mean, [d], 'mean', src));
-    const std = tf.tensor1d(decodeFloat32(json.std, [d], 'std', src));
-    const p = json.params as Record<string, { base64: string; shape: number[] }>;
-    const mat = (k: string, shape: [number, number]) => tf.tensor2d(decodeFloat32(p[k] as never, shape, k, src), shape);
-    const vec = (k: string, n: number) => tf.tensor1d(decodeFloat32(p[k] as never, [n], k, src));
-    const H = json.kind === 'mlp' ? p.W1!.shape[0]! : 0;
-    const linear = json.kind === 'linear' ? { W: mat('W', [C, d]), b: vec('b', C) } : undefined;
-    const mlp = json.kind === 'mlp' ? { W1: mat('W1', [H, d]), b1: vec('b1', H), W2: mat('W2', [C, H]), b2: vec('b2', C) } : undefined;
-    const weights: tf.Tensor[] = [...Object.values(linear ?? {}), ...Object.values(mlp ?? {})];
+    const graph = buildExportGraph(ref.onnx, { featureTensor: ref.featureTensor, head: json });
+    const bytes = withPixelInput(graph.bytes, ref.spec, { logits: { tensor: EXPORT_OUTPUTS.logits, probabilities: false } }, target);
     const backbone = await Backbone.load(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor, parallelism: 'intra-op' });
-    const head = (f: tf.Tensor2D): tf.Tensor2D => {
-      const z = tf.div(tf.sub(f, mean), std) as tf.Tensor2D;
-      if (linear) return tf.add(tf.matMul(z, linear.W, false, true), linear.b);
-      const h = tf.relu(tf.add(tf.matMul(z, mlp!.W1, false, true), mlp!.b1)) as tf.Tensor2D;
-      return tf.add(tf.matMul(h, mlp!.W2, false, true), mlp!.b2);
-    };
-    return {
-      spec: ref.spec,
-      classes: run.config.classes,
-      logits: (x) => head(ex.run(toModelInput(x, ref.spec))[ref.featureTensor] as tf.Tensor2D),
-      probabilities: (images) => ortProbabilities(backbone, images, (f, n) => run.head.predictProba(f, n), ref.featureTensor),
-      dispose: async () => {
-        ex.dispose();
-        await backbone.dispose();
-        for (const t of [mean, std, ...weights]) t.dispose();
-      },
-    };
+    const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (f, n) => run.head.predictProba(f, n), ref.featureTensor);
+    return classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone);
   }
   const ref = await resolveModel(target);
   if (!ref.logitsTensor || !ref.labels) throw new GraftError(`${target}: not a classifier with known classes (give a graft run, or a model with class scores)`);
   const logitsTensor = ref.logitsTensor;
-  const ex = await TfExecutor.load(ref.onnx, { outputs: [logitsTensor], backend: opts.backend });
-  const backbone = await Backbone.load(target, { parallelism: 'intra-op' });
   const probs = ref.logitsAreProbabilities;
-  return {
-    spec: ref.spec,
-    classes: ref.labels,
-    logits: (x) => {
-      const out = ex.run(toModelInput(x, ref.spec))[logitsTensor] as tf.Tensor2D;
-      // A graph ending in Softmax gives probabilities: their log is a fine stand-in for logits.
-      return probs ? (tf.log(tf.add(out, 1e-12)) as tf.Tensor2D) : out;
-    },
-    probabilities: (images) => ortProbabilities(backbone, images, (l, n) => (probs ? l : softmaxRows(l, n)), logitsTensor),
-    dispose: async () => {
-      ex.dispose();
-      await backbone.dispose();
-    },
-  };
+  const bytes = withPixelInput(ref.onnx.bytes, ref.spec, { logits: { tensor: logitsTensor, probabilities: probs } }, target);
+  const backbone = await Backbone.load(target, { parallelism: 'intra-op' });
+  const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (l, n) => (probs ? l : softmaxRows(l, n)), logitsTensor);
+  return classifier(ref.spec, ref.labels, programs(bytes, target), probabilities, backbone);
 }
 
 /** A class by index or by name (exact, case-insensitive, spaces or underscores); unknown → close matches listed. */

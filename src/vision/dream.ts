@@ -3,7 +3,6 @@
  * of the class's log-probability, with a total-variation penalty that keeps the picture smooth and a random jitter
  * each step (transformation robustness), optionally an L2 penalty; Adam on a Laplacian-pyramid parameterisation.
  */
-import { tf } from '../engine/tf/backend.js';
 import type { RgbImage } from '../image/decode.js';
 import { mulberry32 } from '../util/random.js';
 import type { DiffClassifier } from './classifier.js';
@@ -32,12 +31,125 @@ export interface DreamResult {
   seconds: number;
 }
 
-/** Mean absolute difference of horizontally and vertically neighbouring pixels. */
-function tvLoss(x: tf.Tensor4D): tf.Scalar {
-  const [, h, w] = x.shape;
-  const dx = tf.sub(tf.slice(x, [0, 0, 1, 0], [-1, h, w - 1, -1]), tf.slice(x, [0, 0, 0, 0], [-1, h, w - 1, -1]));
-  const dy = tf.sub(tf.slice(x, [0, 1, 0, 0], [-1, h - 1, w, -1]), tf.slice(x, [0, 0, 0, 0], [-1, h - 1, w, -1]));
-  return tf.add(tf.mean(tf.abs(dx)), tf.mean(tf.abs(dy))) as tf.Scalar;
+/**
+ * Total-variation penalty of an [H, W, 3] image (mean absolute difference of horizontal neighbours plus that of
+ * vertical neighbours) and its gradient, added into `grad` scaled by `weight`.
+ */
+function tvLossInto(x: Float32Array, h: number, w: number, weight: number, grad: Float32Array): number {
+  const nh = h * (w - 1) * 3;
+  const nv = (h - 1) * w * 3;
+  let sh = 0;
+  let sv = 0;
+  for (let y = 0; y < h; y++) {
+    for (let xx = 0; xx < w; xx++) {
+      for (let c = 0; c < 3; c++) {
+        const i = (y * w + xx) * 3 + c;
+        if (xx + 1 < w) {
+          const d = x[i + 3]! - x[i]!;
+          sh += Math.abs(d);
+          const g = (Math.sign(d) * weight) / nh;
+          grad[i + 3]! += g;
+          grad[i]! -= g;
+        }
+        if (y + 1 < h) {
+          const d = x[i + w * 3]! - x[i]!;
+          sv += Math.abs(d);
+          const g = (Math.sign(d) * weight) / nv;
+          grad[i + w * 3]! += g;
+          grad[i]! -= g;
+        }
+      }
+    }
+  }
+  return weight * (sh / nh + sv / nv);
+}
+
+/**
+ * Bilinear resampling of an [ih, iw, 3] image to [oh, ow, 3] with half-pixel centres and edge clamping, written as
+ * a list of (source, weight) taps per output pixel so that the same taps give the adjoint (for the gradient).
+ */
+interface Resampler { forward(src: Float32Array, dst: Float32Array): void; adjointAdd(g: Float32Array, into: Float32Array): void }
+
+function bilinear(ih: number, iw: number, oh: number, ow: number): Resampler {
+  const axis = (n: number, m: number) =>
+    Array.from({ length: m }, (_, o) => {
+      const s = Math.min(Math.max((o + 0.5) * (n / m) - 0.5, 0), n - 1);
+      const a = Math.floor(s);
+      const b = Math.min(a + 1, n - 1);
+      return { a, b, f: s - a };
+    });
+  const ys = axis(ih, oh);
+  const xs = axis(iw, ow);
+  return {
+    forward(src, dst) {
+      for (let y = 0; y < oh; y++) {
+        const { a: y0, b: y1, f: fy } = ys[y]!;
+        for (let x = 0; x < ow; x++) {
+          const { a: x0, b: x1, f: fx } = xs[x]!;
+          for (let c = 0; c < 3; c++) {
+            const v00 = src[(y0 * iw + x0) * 3 + c]!;
+            const v01 = src[(y0 * iw + x1) * 3 + c]!;
+            const v10 = src[(y1 * iw + x0) * 3 + c]!;
+            const v11 = src[(y1 * iw + x1) * 3 + c]!;
+            dst[(y * ow + x) * 3 + c] = (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11);
+          }
+        }
+      }
+    },
+    adjointAdd(g, into) {
+      for (let y = 0; y < oh; y++) {
+        const { a: y0, b: y1, f: fy } = ys[y]!;
+        for (let x = 0; x < ow; x++) {
+          const { a: x0, b: x1, f: fx } = xs[x]!;
+          for (let c = 0; c < 3; c++) {
+            const v = g[(y * ow + x) * 3 + c]!;
+            into[(y0 * iw + x0) * 3 + c]! += (1 - fy) * (1 - fx) * v;
+            into[(y0 * iw + x1) * 3 + c]! += (1 - fy) * fx * v;
+            into[(y1 * iw + x0) * 3 + c]! += fy * (1 - fx) * v;
+            into[(y1 * iw + x1) * 3 + c]! += fy * fx * v;
+          }
+        }
+      }
+    },
+  };
+}
+
+/** out[y, x] = src[(y − dy) mod h, (x − dx) mod w] (a roll); `inverse` rolls back. */
+function roll(src: Float32Array, dst: Float32Array, h: number, w: number, dy: number, dx: number, inverse = false): void {
+  const sy = inverse ? -dy : dy;
+  const sx = inverse ? -dx : dx;
+  for (let y = 0; y < h; y++) {
+    const ty = (((y + sy) % h) + h) % h;
+    for (let x = 0; x < w; x++) {
+      const tx = (((x + sx) % w) + w) % w;
+      const from = (y * w + x) * 3;
+      const to = (ty * w + tx) * 3;
+      dst[to] = src[from]!;
+      dst[to + 1] = src[from + 1]!;
+      dst[to + 2] = src[from + 2]!;
+    }
+  }
+}
+
+/** Adam on a flat parameter vector (the same update as Keras/TF.js: epsilon 1e-7). */
+class Adam {
+  private m: Float32Array;
+  private v: Float32Array;
+  private t = 0;
+  constructor(n: number, private readonly lr: number, private readonly b1 = 0.9, private readonly b2 = 0.999, private readonly eps = 1e-7) {
+    this.m = new Float32Array(n);
+    this.v = new Float32Array(n);
+  }
+  step(p: Float32Array, g: Float32Array): void {
+    this.t++;
+    const c1 = 1 - this.b1 ** this.t;
+    const c2 = 1 - this.b2 ** this.t;
+    for (let i = 0; i < p.length; i++) {
+      this.m[i] = this.b1 * this.m[i]! + (1 - this.b1) * g[i]!;
+      this.v[i] = this.b2 * this.v[i]! + (1 - this.b2) * g[i]! * g[i]!;
+      p[i]! -= (this.lr * (this.m[i]! / c1)) / (Math.sqrt(this.v[i]! / c2) + this.eps);
+    }
+  }
 }
 
 export function totalVariation(img: RgbImage): number {
@@ -54,14 +166,6 @@ export function totalVariation(img: RgbImage): number {
   return sum / n / 255;
 }
 
-/** Shift the image by (dy, dx) with wrap-around (a roll), keeping its size. */
-function roll(x: tf.Tensor4D, dy: number, dx: number): tf.Tensor4D {
-  const [, h, w] = x.shape;
-  const rows = (t: tf.Tensor4D, k: number) => (k === 0 ? t : tf.concat([tf.slice(t, [0, h - k, 0, 0], [-1, k, -1, -1]), tf.slice(t, [0, 0, 0, 0], [-1, h - k, -1, -1])], 1));
-  const cols = (t: tf.Tensor4D, k: number) => (k === 0 ? t : tf.concat([tf.slice(t, [0, 0, w - k, 0], [-1, -1, k, -1]), tf.slice(t, [0, 0, 0, 0], [-1, -1, w - k, -1])], 2));
-  return cols(rows(x, ((dy % h) + h) % h), ((dx % w) + w) % w) as tf.Tensor4D;
-}
-
 export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<DreamResult> {
   const t0 = performance.now();
   const [h, w] = model.spec.size;
@@ -71,52 +175,73 @@ export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<
   const jitter = opts.jitter ?? 8;
   const rng = mulberry32(opts.seed ?? 0);
   const C = model.classes.length;
+  const n = h * w * 3;
   // A Laplacian-pyramid parameterisation: the picture is the sum of levels at full, 1/2, 1/4 and 1/8 size (each
   // upsampled), passed through a sigmoid. Coarse levels get the same gradient signal per parameter as fine ones, so
   // the optimisation builds shapes instead of pixel noise.
   const levels = Array.from({ length: 4 }, (_, i) => {
     const lh = Math.max(1, Math.round(h / 2 ** i));
     const lw = Math.max(1, Math.round(w / 2 ** i));
-    return tf.variable(tf.tensor4d(Float32Array.from({ length: lh * lw * 3 }, () => (rng() - 0.5) * 0.1), [1, lh, lw, 3]));
+    const value = Float32Array.from({ length: lh * lw * 3 }, () => (rng() - 0.5) * 0.1);
+    return { value, grad: new Float32Array(value.length), up: i === 0 ? undefined : bilinear(lh, lw, h, w), adam: new Adam(value.length, opts.lr ?? 0.05) };
   });
-  const image = (): tf.Tensor4D =>
-    tf.sigmoid(levels.map((v, i) => (i === 0 ? (v as tf.Tensor4D) : tf.image.resizeBilinear(v as tf.Tensor4D, [h, w]))).reduce((a, b) => tf.add(a, b) as tf.Tensor4D)) as tf.Tensor4D;
-  const onehot = tf.oneHot(tf.tensor1d([opts.classIndex], 'int32'), C).toFloat() as tf.Tensor2D;
-  const optimizer = tf.train.adam(opts.lr ?? 0.05);
-  const history: DreamResult['history'] = [];
-  try {
-    for (let step = 1; step <= steps; step++) {
-      const dy = Math.round((rng() * 2 - 1) * jitter);
-      const dx = Math.round((rng() * 2 - 1) * jitter);
-      let probability = 0;
-      const loss = optimizer.minimize(() => {
-        const x = image();
-        const shifted = roll(x, dy, dx);
-        const logits = model.logits(shifted);
-        const ce = tf.losses.softmaxCrossEntropy(onehot, logits) as tf.Scalar;
-        probability = Math.exp(-ce.dataSync()[0]!);
-        let total = ce;
-        if (tvWeight > 0) total = tf.add(total, tf.mul(tvLoss(x), tvWeight * h)) as tf.Scalar;
-        if (l2Weight > 0) total = tf.add(total, tf.mul(tf.mean(tf.square(tf.sub(x, 0.5))), l2Weight)) as tf.Scalar;
-        return total;
-      }, true, levels);
-      const lossValue = loss!.dataSync()[0]!;
-      loss!.dispose();
-      const rec = { step, loss: lossValue, probability };
-      history.push(rec);
-      opts.onStep?.(rec);
+  const targets = new Float32Array(C);
+  targets[opts.classIndex] = 1;
+  const sum = new Float32Array(n);
+  const tmp = new Float32Array(n);
+  const x = new Float32Array(n);
+  const shifted = new Float32Array(n);
+  const gx = new Float32Array(n);
+  const render = () => {
+    sum.fill(0);
+    for (const l of levels) {
+      if (!l.up) for (let i = 0; i < n; i++) sum[i]! += l.value[i]!;
+      else {
+        l.up.forward(l.value, tmp);
+        for (let i = 0; i < n; i++) sum[i]! += tmp[i]!;
+      }
     }
-    const x = image();
-    const final = tf.tidy(() => Math.exp(-tf.losses.softmaxCrossEntropy(onehot, model.logits(x)).dataSync()[0]!));
-    const v = x.dataSync();
-    x.dispose();
-    const data = Buffer.alloc(v.length);
-    for (let i = 0; i < v.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(v[i]! * 255)));
-    const picture = { data, width: w, height: h };
-    return { image: picture, probability: final, history, totalVariation: totalVariation(picture), seconds: (performance.now() - t0) / 1000 };
-  } finally {
-    for (const v of levels) v.dispose();
-    onehot.dispose();
-    optimizer.dispose();
+    for (let i = 0; i < n; i++) x[i] = 1 / (1 + Math.exp(-sum[i]!));
+  };
+  const history: DreamResult['history'] = [];
+  for (let step = 1; step <= steps; step++) {
+    const dy = Math.round((rng() * 2 - 1) * jitter);
+    const dx = Math.round((rng() * 2 - 1) * jitter);
+    render();
+    roll(x, shifted, h, w, dy, dx);
+    const ce = await model.crossEntropy(shifted, 1, targets);
+    const probability = Math.exp(-ce.loss);
+    // d loss / d x: the model's gradient rolled back, plus the penalties'.
+    roll(ce.grad, gx, h, w, dy, dx, true);
+    let loss = ce.loss;
+    if (tvWeight > 0) loss += tvLossInto(x, h, w, tvWeight * h, gx);
+    if (l2Weight > 0) {
+      let s = 0;
+      for (let i = 0; i < n; i++) {
+        const d = x[i]! - 0.5;
+        s += d * d;
+        gx[i]! += (2 * l2Weight * d) / n;
+      }
+      loss += (l2Weight * s) / n;
+    }
+    // Through the sigmoid, then to each level (the adjoint of its upsampling).
+    for (let i = 0; i < n; i++) gx[i]! *= x[i]! * (1 - x[i]!);
+    for (const l of levels) {
+      if (!l.up) l.adam.step(l.value, gx);
+      else {
+        l.grad.fill(0);
+        l.up.adjointAdd(gx, l.grad);
+        l.adam.step(l.value, l.grad);
+      }
+    }
+    const rec = { step, loss, probability };
+    history.push(rec);
+    opts.onStep?.(rec);
   }
+  render();
+  const final = Math.exp(-(await model.crossEntropy(x, 1, targets)).loss);
+  const data = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) data[i] = Math.max(0, Math.min(255, Math.round(x[i]! * 255)));
+  const picture = { data, width: w, height: h };
+  return { image: picture, probability: final, history, totalVariation: totalVariation(picture), seconds: (performance.now() - t0) / 1000 };
 }

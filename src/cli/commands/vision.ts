@@ -7,7 +7,6 @@ import { floatArg, intArg } from '../options.js';
 import { out, printJson, withCommon, type Common } from '../output.js';
 import { cliReporter } from '../progress.js';
 
-const backendOption = () => new Option('--backend <name>', 'TF.js backend for the gradients (default: wasm, or GRAFT_TF_BACKEND)').choices(['wasm', 'cpu']);
 
 function epsList(v: string): number[] {
   const list = v.split(',').map((s) => parseEps(s));
@@ -30,9 +29,8 @@ export function registerDream(program: Command): void {
       .option('--no-tv', 'no total-variation term (to see why it matters)')
       .option('--l2 <w>', 'L2 weight pulling pixels to grey', floatArg('--l2', 0), 0)
       .option('--jitter <px>', 'random shift per step', intArg('--jitter', 0), 8)
-      .option('--seed <n>', 'random seed', intArg('--seed', 0), 0)
-      .addOption(backendOption()),
-  ).action(async (target: string, o: Common & { class: string; out: string; steps: number; lr: number; tv: number | boolean; l2: number; jitter: number; seed: number; backend?: 'wasm' | 'cpu' }) => {
+      .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
+  ).action(async (target: string, o: Common & { class: string; out: string; steps: number; lr: number; tv: number | boolean; l2: number; jitter: number; seed: number }) => {
     const res = await dreamTask(target, {
       className: o.class,
       out: o.out,
@@ -42,7 +40,6 @@ export function registerDream(program: Command): void {
       l2: o.l2,
       jitter: o.jitter,
       seed: o.seed,
-      backend: o.backend,
       reporter: cliReporter({ quiet: o.quiet }),
     });
     if (o.json) return printJson(res);
@@ -66,9 +63,8 @@ export function registerAttack(program: Command): void {
       .option('--steps <n>', 'PGD iterations (stops early once the saved picture fools the model)', intArg('--steps'), 40)
       .option('--step-size <x>', 'PGD step (default eps/4)', floatArg('--step-size', 0, 1))
       .option('--random-start', 'PGD: start from a random point in the eps ball')
-      .option('--seed <n>', 'random seed', intArg('--seed', 0), 0)
-      .addOption(backendOption()),
-  ).action(async (target: string, images: string[], o: Common & { out: string; target?: string; method: 'fgsm' | 'pgd'; eps: number[]; steps: number; stepSize?: number; randomStart?: boolean; seed: number; backend?: 'wasm' | 'cpu' }) => {
+      .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
+  ).action(async (target: string, images: string[], o: Common & { out: string; target?: string; method: 'fgsm' | 'pgd'; eps: number[]; steps: number; stepSize?: number; randomStart?: boolean; seed: number }) => {
     const res = await attackTask(target, images, {
       out: o.out,
       target: o.target,
@@ -78,7 +74,6 @@ export function registerAttack(program: Command): void {
       stepSize: o.stepSize,
       randomStart: o.randomStart,
       seed: o.seed,
-      backend: o.backend,
       reporter: cliReporter({ quiet: o.quiet }),
     });
     for (const s of res.skipped) process.stderr.write(`skipped ${s.path}: ${s.reason}\n`);
