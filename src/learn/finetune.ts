@@ -24,15 +24,14 @@
  */
 import { GraftError, InterruptedError } from '../errors.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
-import { tf } from '../engine/tf/backend.js';
-import { TfExecutor, type TfExecutorOptions } from '../engine/tf/executor.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
-import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './blocks.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { trainHead, type EpochLog, type Head, headFromJSON, encodeFloat32 } from './heads.js';
-import { accuracyOf, classWeights, logLoss } from './metrics.js';
+import { FinetuneSession } from './finetune-session.js';
+import type { EpochLog, Head } from './heads.js';
+import { accuracyOf, logLoss } from './metrics.js';
 
 export { classWeights } from './metrics.js';
+export { adamwUpdate, type AdamParam } from './finetune-session.js';
 
 export { bnAffineNames, bnStatNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
@@ -90,7 +89,6 @@ export interface FinetuneOptions {
   stopAfter?: number;
   /** When aborted, the current step finishes, a mid-epoch checkpoint is written and an InterruptedError thrown. */
   signal?: AbortSignal;
-  backend?: TfExecutorOptions['backend'];
   /** One-line notes on how the settings apply to this model (e.g. what `trainBn` does here). */
   onInfo?: (message: string) => void;
   /** Called once training steps begin (after the probe and the initial validation pass). */
@@ -211,330 +209,6 @@ export function scheduleAt(s: Pick<FinetuneSettings, 'lr' | 'warmup' | 'schedule
 }
 
 
-/** Rows `idx` of a set as one batch tensor; `viewOf[i]` picks the augmented view of row idx[i]. */
-function batchTensor(set: CutSet, cutShape: number[], idx: ArrayLike<number>, viewOf?: ArrayLike<number>): tf.Tensor {
-  const per = cutShape.reduce((a, b) => a * b, 1);
-  const buf = new Float32Array(idx.length * per);
-  for (let i = 0; i < idx.length; i++) {
-    const src = viewOf && set.views ? set.views[viewOf[i]!]! : set.x;
-    buf.set(src.subarray(idx[i]! * per, (idx[i]! + 1) * per), i * per);
-  }
-  return tf.tensor(buf, [idx.length, ...cutShape]);
-}
-
-/** Pooled features of every row of a set (no augmentation), n × d. */
-function pooledFeatures(ex: TfExecutor, featureTensor: string, cutShape: number[], set: CutSet): { x: Float32Array; d: number } {
-  const chunks: Float32Array[] = [];
-  let d = 0;
-  for (let s = 0; s < set.n; s += 64) {
-    const idx = Array.from({ length: Math.min(64, set.n - s) }, (_, i) => s + i);
-    const f = tf.tidy(() => ex.run(batchTensor(set, cutShape, idx))[featureTensor]!);
-    d = f.shape[1] ?? f.size / idx.length;
-    chunks.push(f.dataSync() as Float32Array);
-    f.dispose();
-  }
-  const x = new Float32Array(set.n * d);
-  let off = 0;
-  for (const c of chunks) {
-    x.set(c, off);
-    off += c.length;
-  }
-  return { x, d };
-}
-
-const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
-
-/** A parameter with its Adam moments; `lrMul` scales the learning rate, `decay` applies weight decay. */
-export interface AdamParam { v: tf.Variable; m: tf.Variable; s: tf.Variable; lrMul: number; decay: boolean }
-interface Param extends AdamParam { key: string }
-
-/**
- * One AdamW update (beta2 0.999, eps 1e-8, decoupled weight decay) of `params` with gradients `grads` (same order),
- * scaled by `scale` (gradient clipping); `t` is the 0-based step.
- */
-export function adamwUpdate(params: AdamParam[], grads: tf.Tensor[], o: { lr: number; beta1: number; t: number; scale: number; weightDecay: number }): void {
-  const { lr, beta1, t, scale } = o;
-  const b2 = 0.999;
-  const c1 = 1 - beta1 ** (t + 1);
-  const c2 = 1 - b2 ** (t + 1);
-  tf.tidy(() => {
-    for (let i = 0; i < params.length; i++) {
-      const p = params[i]!;
-      const g = tf.mul(grads[i]!, scale);
-      p.m.assign(tf.add(tf.mul(p.m, beta1), tf.mul(g, 1 - beta1)));
-      p.s.assign(tf.add(tf.mul(p.s, b2), tf.mul(tf.square(g), 1 - b2)));
-      let upd = tf.div(tf.div(p.m, c1), tf.add(tf.sqrt(tf.div(p.s, c2)), 1e-8));
-      if (p.decay && o.weightDecay > 0) upd = tf.add(upd, tf.mul(p.v, o.weightDecay));
-      p.v.assign(tf.sub(p.v, tf.mul(upd, lr * p.lrMul)));
-    }
-  });
-}
-
-/**
- * The trainable state of one fine-tuning job: the suffix on the executor, the head, Adam moments, and one optimiser
- * step. Shared by `finetune` (the epoch loop) and `lrFind` (the learning-rate sweep).
- */
-class Session {
-  readonly params: Param[] = [];
-  private readonly owned: tf.Tensor[] = [];
-  private preds: tf.Tensor | undefined;
-  private constructor(
-    readonly ex: TfExecutor,
-    readonly featureTensor: string,
-    readonly cutShape: number[],
-    readonly C: number,
-    readonly d: number,
-    readonly trainable: string[],
-    private readonly meanT: tf.Tensor,
-    private readonly stdT: tf.Tensor,
-    readonly probeJson: Record<string, unknown>,
-    private readonly o: FinetuneSettings,
-    private readonly weightsT: tf.Tensor | undefined,
-  ) {}
-
-  static async create(
-    model: LoadedOnnx,
-    featureTensor: string,
-    cut: string,
-    cutShape: number[],
-    train: CutSet,
-    val: CutSet | undefined,
-    classes: string[],
-    o: FinetuneSettings,
-    backend: TfExecutorOptions['backend'],
-    onInfo?: (message: string) => void,
-  ): Promise<Session> {
-    const C = classes.length;
-    const per = cutShape.reduce((a, b) => a * b, 1);
-    if (train.x.length !== train.n * per) throw new GraftError(`training cut tensors: ${train.x.length} floats for ${train.n} × ${per}`);
-    for (const v of train.views ?? []) if (v.length !== train.n * per) throw new GraftError(`augmented cut tensors: ${v.length} floats for ${train.n} × ${per}`);
-    const suffix = suffixModel(model, cut, cutShape, [featureTensor]);
-    const convs = convWeightNames(suffix);
-    const trainable = o.trainBn ? [...convs, ...bnAffineNames(suffix).filter((n) => !convs.includes(n))] : convs;
-    const statistics = o.trainBn ? bnStatNames(suffix) : [];
-    if (o.trainBn) {
-      const layers = suffix.proto.graph!.node!.filter((n) => n.opType === 'BatchNormalization' && statistics.includes(n.input?.[3] ?? '')).length;
-      onInfo?.(
-        layers > 0
-          ? `--train-bn: ${layers} batch-norm layer${layers === 1 ? '' : 's'} in the fine-tuned blocks train in training mode (batch statistics; running mean/var updated)`
-          : '--train-bn: batch norm in the fine-tuned blocks is folded into constants (no running statistics): only its scale and shift train',
-      );
-    }
-    const ex = await TfExecutor.load(suffix, { outputs: [featureTensor], trainable, statistics, backend });
-    let session: Session | undefined;
-    try {
-      const f0 = pooledFeatures(ex, featureTensor, cutShape, train);
-      const fv = val && val.n > 0 ? pooledFeatures(ex, featureTensor, cutShape, val) : undefined;
-      const d = f0.d;
-      // The head starts where `graft train`'s linear head would end: same trainer, same early stopping.
-      const probe = await trainHead({ x: f0.x, n: train.n, d, y: train.y }, fv ? { x: fv.x, n: val!.n, d, y: val!.y } : undefined, classes, {
-        kind: 'linear',
-        epochs: Math.max(1, o.probeEpochs),
-        balance: o.balance,
-        seed: o.seed, // the same seed as `graft train`: fine-tuning starts from the very head it would train
-      });
-      const pj = probe.head.toJSON();
-      if (pj.kind !== 'linear') throw new Error('unreachable');
-      const dec = (b: { base64: string }) => new Float32Array(new Uint8Array(Buffer.from(b.base64, 'base64')).buffer);
-      let W0 = dec(pj.params.W);
-      let b0 = dec(pj.params.b);
-      if (o.probeEpochs === 0) {
-        const rng = mulberry32(deriveSeed(o.seed, 12));
-        const l = Math.sqrt(6 / (d + C));
-        W0 = Float32Array.from({ length: C * d }, () => (rng() * 2 - 1) * l);
-        b0 = new Float32Array(C);
-      }
-      const weightsT = o.balance ? tf.tensor(classWeights(train.y, C), [C]) : undefined;
-      session = new Session(ex, featureTensor, cutShape, C, d, trainable, tf.tensor(dec(pj.mean), [1, d]), tf.tensor(dec(pj.std), [1, d]), pj as unknown as Record<string, unknown>, o, weightsT);
-      const s = session;
-      s.owned.push(s.meanT, s.stdT);
-      if (weightsT) s.owned.push(weightsT);
-      const add = (key: string, v: tf.Variable, lrMul: number, decay: boolean) =>
-        s.params.push({ key, v, m: tf.variable(tf.zerosLike(v), false), s: tf.variable(tf.zerosLike(v), false), lrMul, decay });
-      for (const name of trainable) {
-        const v = ex.variables[name]!;
-        add(`w:${name}`, v, o.backboneLrFactor, convs.includes(name) && v.rank > 1);
-      }
-      add('head:W', tf.variable(tf.tensor(W0, [C, d]), true), 1, true);
-      add('head:b', tf.variable(tf.tensor(b0, [C]), true), 1, false);
-      return s;
-    } catch (err) {
-      if (session) session.dispose();
-      else ex.dispose();
-      throw err;
-    }
-  }
-
-  get headW(): tf.Variable {
-    return this.params[this.params.length - 2]!.v;
-  }
-
-  get headB(): tf.Variable {
-    return this.params[this.params.length - 1]!.v;
-  }
-
-  batchOf(set: CutSet, idx: ArrayLike<number>, viewOf?: ArrayLike<number>): tf.Tensor {
-    return batchTensor(set, this.cutShape, idx, viewOf);
-  }
-
-  proba(set: CutSet): Float32Array {
-    const f = pooledFeatures(this.ex, this.featureTensor, this.cutShape, set);
-    return tf.tidy(() => {
-      const z = tf.div(tf.sub(tf.tensor(f.x, [set.n, this.d]), this.meanT), this.stdT) as tf.Tensor2D;
-      return tf.softmax(tf.add(tf.matMul(z, this.headW as tf.Tensor2D, false, true), this.headB)).dataSync() as Float32Array;
-    });
-  }
-
-  /**
-   * One AdamW step on a batch; returns the loss (before the update), the number of correct argmax predictions and the
-   * squared gradient norm. Does not update when the loss or gradients are not finite (the caller stops).
-   */
-  async step(
-    xb: tf.Tensor,
-    labels: Int32Array,
-    mask: tf.Tensor | undefined,
-    lr: number,
-    beta1: number,
-    t: number,
-    lossHook?: (loss: number) => number,
-  ): Promise<{ loss: number; correct: number; finite: boolean }> {
-    const { C, o } = this;
-    const smooth = o.labelSmoothing;
-    const yT = tf.tensor1d(labels, 'int32');
-    const yb = tf.oneHot(yT, C);
-    const wb = this.weightsT ? tf.gather(this.weightsT, yT) : undefined;
-    yT.dispose();
-    const lossFn = () => {
-      const feats = this.ex.run(xb, { training: true })[this.featureTensor]! as tf.Tensor2D;
-      let z = tf.div(tf.sub(feats, this.meanT), this.stdT) as tf.Tensor2D;
-      if (mask) z = tf.mul(z, mask) as tf.Tensor2D;
-      const logits = tf.add(tf.matMul(z, this.headW as tf.Tensor2D, false, true), this.headB);
-      this.preds = tf.keep(tf.argMax(logits, 1));
-      const target = tf.add(tf.mul(yb, 1 - smooth), smooth / C);
-      const ce = tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(logits)), 1));
-      return tf.mean(wb ? tf.mul(ce, wb) : ce) as tf.Scalar;
-    };
-    const varList = this.params.map((p) => p.v);
-    this.ex.discardBatchNormUpdates();
-    const { value, grads } = tf.variableGrads(lossFn, varList);
-    let loss = (await value.data())[0]!;
-    value.dispose();
-    yb.dispose();
-    wb?.dispose();
-    let correct = 0;
-    if (this.preds) {
-      const pd = this.preds.dataSync();
-      for (let i = 0; i < labels.length; i++) if (pd[i] === labels[i]) correct++;
-      this.preds.dispose();
-      this.preds = undefined;
-    }
-    if (lossHook) loss = lossHook(loss);
-    const gl = this.params.map((p) => grads[p.v.name]!);
-    try {
-      const normSq = tf.tidy(() => tf.addN(gl.map((g) => tf.sum(tf.square(g)))).dataSync()[0]!);
-      if (!Number.isFinite(loss) || !Number.isFinite(normSq)) return { loss, correct, finite: false };
-      const scale = o.clipNorm > 0 ? Math.min(1, o.clipNorm / (Math.sqrt(normSq) + 1e-12)) : 1;
-      adamwUpdate(this.params, gl, { lr, beta1, t, scale, weightDecay: o.weightDecay });
-      // Batch-norm running statistics (training mode): updated after the optimiser step, outside the tape.
-      this.ex.applyBatchNormUpdates();
-      return { loss, correct, finite: true };
-    } finally {
-      this.ex.discardBatchNormUpdates();
-      for (const g of gl) g.dispose();
-    }
-  }
-
-  /** Step `s` of an epoch: its rows (and views) from the plan, its dropout mask from (seed, epoch, step). */
-  async trainStep(
-    train: CutSet,
-    plan: { order: Int32Array; viewOf?: Int32Array },
-    epoch: number,
-    s: number,
-    lr: number,
-    beta1: number,
-    t: number,
-    lossHook?: (loss: number) => number,
-  ): Promise<{ loss: number; correct: number; finite: boolean; rows: number }> {
-    const bs = this.o.batchSize;
-    const idx = plan.order.subarray(s * bs, Math.min(train.n, (s + 1) * bs));
-    const xb = this.batchOf(train, idx, plan.viewOf?.subarray(s * bs, s * bs + idx.length));
-    const mask = this.dropoutMask(idx.length, stepRng(this.o.seed, epoch, s));
-    try {
-      const r = await this.step(xb, Int32Array.from(idx, (k) => train.y[k]!), mask, lr, beta1, t, lossHook);
-      return { ...r, rows: idx.length };
-    } finally {
-      xb.dispose();
-      mask?.dispose();
-    }
-  }
-
-  dropoutMask(rows: number, rng: () => number): tf.Tensor | undefined {
-    if (this.o.dropout <= 0) return undefined;
-    const m = new Float32Array(rows * this.d);
-    const keep = 1 - this.o.dropout;
-    for (let i = 0; i < m.length; i++) m[i] = rng() < keep ? 1 / keep : 0;
-    return tf.tensor(m, [rows, this.d]);
-  }
-
-  snapshot(withState: boolean): Record<string, Float32Array> {
-    const out: Record<string, Float32Array> = {};
-    // Batch-norm running statistics are weights of the model (exported, restored with the best epoch).
-    for (const [name, v] of Object.entries(this.ex.statistics)) out[`bn:${name}`] = v.dataSync().slice() as Float32Array;
-    for (const p of this.params) {
-      out[p.key] = p.v.dataSync().slice() as Float32Array;
-      if (withState) {
-        out[`m:${p.key}`] = p.m.dataSync().slice() as Float32Array;
-        out[`s:${p.key}`] = p.s.dataSync().slice() as Float32Array;
-      }
-    }
-    return out;
-  }
-
-  restore(t: Record<string, Float32Array>, withState: boolean): void {
-    const assign = (v: tf.Variable, k: string) => {
-      const a = t[k];
-      if (!a || a.length !== v.size) throw new GraftError(`checkpoint does not match this model: '${k}'`);
-      const x = tf.tensor(a, v.shape);
-      v.assign(x);
-      x.dispose();
-    };
-    for (const [name, v] of Object.entries(this.ex.statistics)) assign(v, `bn:${name}`);
-    for (const p of this.params) {
-      assign(p.v, p.key);
-      if (withState) {
-        assign(p.m, `m:${p.key}`);
-        assign(p.s, `s:${p.key}`);
-      }
-    }
-  }
-
-  /** The fine-tuned initializers (by original name) and the head as a graft linear head. */
-  result(extra: Record<string, unknown>): { weights: Record<string, Float32Array>; head: Head } {
-    const weights: Record<string, Float32Array> = {};
-    for (const name of this.trainable) weights[name] = this.ex.variables[name]!.dataSync().slice() as Float32Array;
-    for (const [name, v] of Object.entries(this.ex.statistics)) weights[name] = v.dataSync().slice() as Float32Array;
-    const W = this.headW.dataSync().slice() as Float32Array;
-    const b = this.headB.dataSync().slice() as Float32Array;
-    const head = headFromJSON({
-      ...this.probeJson,
-      params: { W: encodeFloat32(W, [this.C, this.d]), b: encodeFloat32(b, [this.C]) },
-      training: { kind: 'linear', finetune: true, ...extra },
-    });
-    return { weights, head };
-  }
-
-  dispose(): void {
-    for (const p of this.params) {
-      p.m.dispose();
-      p.s.dispose();
-      if (p.key.startsWith('head:')) p.v.dispose();
-    }
-    this.owned.forEach((t) => t.dispose());
-    this.preds?.dispose();
-    this.ex.dispose();
-  }
-}
-
 /** The epoch's order of training rows and, with augmented views, which view each position uses. */
 function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Array; viewOf?: Int32Array } {
   const order = shuffleInPlace(Int32Array.from({ length: train.n }, (_, i) => i), mulberry32(deriveSeed(seed, 1000 + epoch)));
@@ -567,7 +241,7 @@ export async function finetune(
 ): Promise<FinetuneResult> {
   const o = finetuneSettings(opts);
   const hasVal = !!val && val.n > 0;
-  const sess = await Session.create(model, featureTensor, cut, cutShape, train, hasVal ? val : undefined, classes, o, opts.backend, opts.onInfo);
+  const sess = await FinetuneSession.create(model, featureTensor, cut, cutShape, train, hasVal ? val : undefined, classes, o, opts.onInfo);
   try {
     const C = classes.length;
     const steps = Math.ceil(train.n / o.batchSize);
@@ -610,7 +284,7 @@ export async function finetune(
 
     let initial: FinetuneResult['initial'];
     if (hasVal && startEpoch === 1 && startStep === 0) {
-      const p = sess.proba(val!);
+      const p = await sess.proba(val!);
       initial = { valLoss: logLoss(p, val!.y, C), valAcc: accuracyOf(p, val!.y, C) };
       opts.onInitial?.(initial);
     }
@@ -645,7 +319,7 @@ export async function finetune(
       stepSeconds.push((performance.now() - t0) / 1000);
       const log: EpochLog = { epoch, trainLoss: lossSum / train.n, trainAcc: correct / train.n, lr: scheduleAt(o, total, epoch * steps - 1).lr };
       if (hasVal) {
-        const p = sess.proba(val!);
+        const p = await sess.proba(val!);
         log.valLoss = logLoss(p, val!.y, C);
         log.valAcc = accuracyOf(p, val!.y, C);
       }
@@ -678,10 +352,10 @@ export async function finetune(
     }
     if (best) sess.restore(best, false);
     const { weights, head } = sess.result({ bestEpoch, ...o });
-    const valProba = hasVal ? sess.proba(val!) : undefined;
+    const valProba = hasVal ? await sess.proba(val!) : undefined;
     return { weights, head, history, bestEpoch, stoppedEarly, valProba, seconds: { perEpoch, steps: stepSeconds }, initial };
   } finally {
-    sess.dispose();
+    await sess.dispose();
   }
 }
 
@@ -736,7 +410,7 @@ export async function lrFind(
   const divergeFactor = opts.divergeFactor ?? 4;
   if (!(minLr > 0 && maxLr > minLr)) throw new GraftError(`the sweep needs 0 < min lr < max lr (got ${minLr}, ${maxLr})`);
   if (!(Number.isInteger(n) && n >= 5)) throw new GraftError(`the sweep needs at least 5 steps (got ${n})`);
-  const sess = await Session.create(model, featureTensor, cut, cutShape, train, val && val.n > 0 ? val : undefined, classes, o, opts.backend);
+  const sess = await FinetuneSession.create(model, featureTensor, cut, cutShape, train, val && val.n > 0 ? val : undefined, classes, o);
   try {
     const steps = Math.ceil(train.n / o.batchSize);
     const lrs: number[] = [];
@@ -790,6 +464,6 @@ export async function lrFind(
     const steepest = lrs[iSteep]!;
     return { lrs, losses, smoothed, settle, minimumOver10, steepest, suggested: minimumOver10, stoppedEarly };
   } finally {
-    sess.dispose();
+    await sess.dispose();
   }
 }

@@ -15,6 +15,7 @@
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../../errors.js';
+import { decomposeTrainingBn, type BnBatchStats } from './bn-train.js';
 import { simplifyForward } from './simplify.js';
 import { DT, encodeAttr, floatTensor, int64Tensor, type AttributeProto, type NodeProto, type TensorProto } from './onnx-writer.js';
 
@@ -49,6 +50,8 @@ export interface ForwardGraph {
   values: Map<string, number[]>;
   batch: number;
   opset: number;
+  /** Batch statistics of the batch-norm nodes run in training mode. */
+  bnStats: BnBatchStats[];
 }
 
 const ORT_TYPE: Record<string, number> = { float32: DT.FLOAT, uint8: DT.UINT8, int8: DT.INT8, int32: DT.INT32, int64: DT.INT64, bool: DT.BOOL, float64: DT.DOUBLE };
@@ -126,6 +129,8 @@ export interface PrepareOptions {
   params?: string[];
   /** Fold Pad into Conv and Relu into Clip (default true; simplify.ts). */
   simplify?: boolean;
+  /** Running-mean initializers of BatchNormalization nodes to run in training mode (bn-train.ts). */
+  bnTraining?: string[];
 }
 
 /**
@@ -242,8 +247,10 @@ export async function prepareForward(modelBytes: Uint8Array, opts: PrepareOption
     values,
     batch: n,
     opset,
+    bnStats: [],
   };
   for (const nd of dynNodes) upgradeNode(fwd, nd, opset, where);
+  if (opts.bnTraining?.length) fwd.bnStats = decomposeTrainingBn(fwd, new Set(opts.bnTraining));
   return opts.simplify === false ? fwd : simplifyForward(fwd);
 }
 

@@ -13,6 +13,8 @@ export interface ProgramSpec extends GradSpec {
   batch: number;
   /** Initializers trained as weights (fed with every run, returned gradients by name when listed in `wrt`). */
   params?: string[];
+  /** Running means of BatchNormalization nodes to run in training mode; their batch statistics are returned. */
+  bnTraining?: string[];
 }
 
 export interface ProgramOptions {
@@ -39,8 +41,9 @@ export class GradientProgram {
 
   static async create(modelBytes: Uint8Array, spec: ProgramSpec, opts: ProgramOptions = {}): Promise<GradientProgram> {
     const where = opts.where ?? 'model';
-    const fwd = await prepareForward(modelBytes, { batch: spec.batch, params: spec.params }, where);
-    const graph = buildGradient(fwd, spec);
+    const fwd = await prepareForward(modelBytes, { batch: spec.batch, params: spec.params, bnTraining: spec.bnTraining }, where);
+    const stats = fwd.bnStats.flatMap((s) => [s.batchMean, s.batchVar]);
+    const graph = buildGradient(fwd, { ...spec, outputs: [...(spec.outputs ?? []), ...stats] });
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(graph.bytes, sessionOptions(opts.threads ?? availableParallelism(), false));

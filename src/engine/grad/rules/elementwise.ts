@@ -69,6 +69,8 @@ register({
     const slope = c.w.op('Where', [c.w.op('Less', [x, c.w.scalar(-3)]), c.w.scalar(0), upper]);
     return [c.w.op('Mul', [dy, slope])];
   },
+  // y = √x: dx = dy / (2y)
+  Sqrt: (n, [dy], c) => [dy && c.w.op('Div', [dy, c.w.op('Mul', [n.outputs[0]!, c.w.scalar(2)])])],
   Neg: (_n, [dy], c) => [dy && c.w.op('Neg', [dy])],
   Add: (n, [dy], c) => {
     if (!dy) return [];
