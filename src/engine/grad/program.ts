@@ -46,7 +46,9 @@ export class GradientProgram {
     const graph = buildGradient(fwd, { ...spec, outputs: [...(spec.outputs ?? []), ...stats] });
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(graph.bytes, sessionOptions(opts.threads ?? availableParallelism(), false));
+      // One program runs one batch size, so ORT's memory pattern (planned buffers) applies: turned off for extraction
+      // (many batch sizes), it is on here.
+      session = await ort.InferenceSession.create(graph.bytes, { ...sessionOptions(opts.threads ?? availableParallelism(), process.env.GRAFT_SPIN !== '0'), enableMemPattern: process.env.GRAFT_MEMPAT !== '0' });
     } catch (err) {
       throw new GraftError(`${where}: ONNX Runtime rejected the gradient graph: ${String((err as Error).message).split('\n')[0]}`);
     }

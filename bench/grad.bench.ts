@@ -1,0 +1,190 @@
+/**
+ * Gradient benchmark (issue 10): graft's ONNX gradient programs against ONNX Runtime's own forward pass, measured
+ * in one run on this machine, timings interleaved (A B A B …) and summarised by their median so that load on the
+ * machine hits every contender alike.
+ *   npm run bench:grad            (node --import tsx bench/grad.bench.ts)
+ *   GRAFT_SHARED: the shared/ folder (default ../shared); GRAFT_BENCH_QUICK=1: fewer repeats, no per-layer section.
+ * Prints:
+ *   1. input-gradient step, batch 1 (MobileNet v1 0.75; ResNet-50 architecture with random weights): ms and the
+ *      ratio to ORT's forward of the same model;
+ *   2. fine-tuning steps at batch 16 (--finetune all / 2 / 1 of the shared MobileNet, linear head, AdamW update
+ *      included): img/s; peak RSS;
+ *   3. dream (200 steps) and attack (PGD, 2/255, target tabby) on the shared MobileNet: seconds;
+ *   4. per-layer formulations of the convolution gradients (what build.ts's DEFAULT_CONV_METHODS chose).
+ */
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { GradientProgram } from '../src/engine/grad/program.js';
+import type { ConvMethods } from '../src/engine/grad/rules/registry.js';
+import { sessionOptions } from '../src/engine/ort.js';
+import { cutForLastBlocks, suffixModel } from '../src/learn/blocks.js';
+import { adamwUpdate, type AdamParam } from '../src/learn/finetune-session.js';
+import { HEAD, withLinearHead } from '../src/learn/train-graph.js';
+import { parseOnnx } from '../src/models/onnx-file.js';
+import { OnnxBuilder } from '../src/models/importers/onnx-builder.js';
+import { attackTask } from '../src/tasks/attack.js';
+import { dreamTask } from '../src/tasks/dream.js';
+import { resnetOnnx } from '../test/helpers/resnet.js';
+
+const shared = resolve(process.env.GRAFT_SHARED ?? join(import.meta.dirname, '..', '..', 'shared'));
+const mobilenetPath = join(shared, 'models', 'mobilenet_v1_0.75_224.onnx');
+const quick = process.env.GRAFT_BENCH_QUICK === '1';
+const threads = availableParallelism();
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const fmt = (x: number, d = 1) => x.toFixed(d);
+const size = (d: number[]) => d.reduce((a, b) => a * b, 1);
+const wave = (n: number, k = 0.37) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * k) * 0.9);
+
+/** Run each contender `reps` times, interleaved, after one warm-up each; medians in ms. */
+async function interleaved(fns: (() => Promise<unknown>)[], reps: number): Promise<number[]> {
+  for (const f of fns) await f();
+  const times = fns.map(() => [] as number[]);
+  for (let r = 0; r < reps; r++) {
+    for (let k = 0; k < fns.length; k++) {
+      const t0 = performance.now();
+      await fns[k]!();
+      times[k]!.push(performance.now() - t0);
+    }
+  }
+  return times.map(median);
+}
+
+let peakRss = 0;
+const sampleRss = () => (peakRss = Math.max(peakRss, process.memoryUsage().rss));
+const rssTimer = setInterval(sampleRss, 20);
+
+console.log(`graft gradient bench — ${new Date().toISOString()}, ${threads} cores, load ${loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1. Input gradient, batch 1
+async function inputGradient(label: string, bytes: Uint8Array, input: string, logits: string, classes: number): Promise<void> {
+  const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, true));
+  const dims = [1, 3, 224, 224];
+  const x = wave(size(dims));
+  const feed = { [input]: new ort.Tensor('float32', x, dims) };
+  const prog = await GradientProgram.create(bytes, { batch: 1, wrt: [input], loss: [{ kind: 'dot', output: logits, weights: 'w' }] }, { threads });
+  const w = new Float32Array(classes);
+  w[281 % classes] = 1;
+  const [f, g] = await interleaved([() => fwd.run(feed), () => prog.run({ [input]: x, w })], quick ? 8 : 25);
+  console.log(`| ${label} | ${fmt(f!)} | ${fmt(g!)} | ${fmt(g! / f!, 2)}x |`);
+  await fwd.release();
+  await prog.release();
+}
+
+console.log('\n## 1. Input-gradient step, batch 1 (forward + backward of one logit w.r.t. the image)\n');
+console.log('| model | ORT forward ms | gradient step ms | ratio |');
+console.log('|---|---|---|---|');
+const mobilenet = new Uint8Array(await readFile(mobilenetPath));
+await inputGradient('MobileNet v1 0.75 (shared)', mobilenet, 'input', 'logits', 1000);
+await inputGradient('ResNet-50 architecture, random weights', resnetOnnx(), 'input', 'logits', 1000);
+
+// ---------------------------------------------------------------------------------------------------------------
+// 2. Fine-tuning steps
+console.log('\n## 2. Fine-tuning step, batch 16, linear head, AdamW (img/s)\n');
+console.log('| blocks | step ms | img/s |');
+console.log('|---|---|---|');
+const model = parseOnnx(mobilenet, mobilenetPath);
+const B = 16;
+for (const blocks of ['all', 2, 1] as const) {
+  const { cut } = cutForLastBlocks(model, blocks, 'features');
+  const cutDims = await tensorDims(mobilenet, cut);
+  const suffix = suffixModel(model, cut, cutDims, ['features']);
+  const d = 768;
+  const C = 2;
+  const head = { W: wave(C * d, 0.11).map((v) => v * 0.05), b: new Float32Array(C), mean: new Float32Array(d), std: new Float32Array(d).fill(1) };
+  const bytes = withLinearHead(suffix.bytes, 'features', d, C, false, head);
+  const g = suffix.proto.graph!;
+  const floats = new Set((g.initializer ?? []).filter((t) => (t.dataType ?? 1) === 1 && (t.dims ?? []).length > 0).map((t) => t.name!));
+  const convInputs = new Set((g.node ?? []).filter((n) => n.opType === 'Conv' || n.opType === 'Mul' || n.opType === 'Add').flatMap((n) => n.input ?? []));
+  const params = [...[...floats].filter((n) => convInputs.has(n)), HEAD.W, HEAD.b];
+  const prog = await GradientProgram.create(bytes, { batch: B, params, wrt: params, loss: [{ kind: 'cross-entropy', logits: HEAD.logits, targets: 'targets' }], outputs: [HEAD.logits] }, { threads });
+  const values = prog.paramValues();
+  const adam: AdamParam[] = params.map((p) => ({ value: values[p]!, m: new Float32Array(values[p]!.length), s: new Float32Array(values[p]!.length), lrMul: 1, decay: true }));
+  const x = wave(B * size(cutDims));
+  const targets = new Float32Array(B * C);
+  for (let i = 0; i < B; i++) targets[i * C + (i % C)] = 1 / B;
+  const inputName = prog.graph.inputs[0]!.name;
+  let t = 0;
+  const step = async () => {
+    const r = await prog.run({ [inputName]: x, targets, ...values });
+    adamwUpdate(adam, params.map((p) => r.grads[p]!), { lr: 1e-5, beta1: 0.9, t: t++, scale: 1, weightDecay: 1e-4 });
+  };
+  const [ms] = await interleaved([step], quick ? 3 : 6);
+  sampleRss();
+  console.log(`| --finetune ${blocks} (${params.length - 2} weight tensors) | ${fmt(ms!)} | ${fmt((B * 1000) / ms!)} |`);
+  await prog.release();
+}
+console.log(`\npeak RSS so far: ${fmt(peakRss / 2 ** 20, 0)} MB`);
+
+/** Shape of a tensor (without the batch axis), from one forward pass at batch 1. */
+async function tensorDims(bytes: Uint8Array, tensor: string): Promise<number[]> {
+  const m = parseOnnx(bytes, 'model');
+  const { cutAt } = await import('../src/models/onnx-file.js');
+  const s = await ort.InferenceSession.create(cutAt(m, [tensor]), sessionOptions(1, false));
+  const out = await s.run({ input: new ort.Tensor('float32', new Float32Array(3 * 224 * 224), [1, 3, 224, 224]) });
+  await s.release();
+  return [...out[tensor]!.dims].slice(1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3. dream and attack
+console.log('\n## 3. dream and attack (shared MobileNet)\n');
+const work = await mkdtemp(join(tmpdir(), 'graft-grad-bench-'));
+try {
+  const d = await dreamTask(mobilenetPath, { className: 'tabby', out: join(work, 'tabby.png'), steps: 200 });
+  console.log(`dream 200 steps: ${fmt(d.seconds, 2)} s (p = ${d.probability.toFixed(3)} on the saved PNG)`);
+  const dogsDir = join(shared, 'data', 'cats_vs_dogs', 'validation', 'dogs');
+  const dogs = (await readdir(dogsDir)).sort().slice(0, quick ? 4 : 10).map((f) => join(dogsDir, f));
+  const t0 = performance.now();
+  const a = await attackTask(mobilenetPath, dogs, { method: 'pgd', eps: [2 / 255], target: 'tabby', out: join(work, 'adv') });
+  const per = (performance.now() - t0) / 1000 / dogs.length;
+  const steps = a.results.reduce((s, r) => s + r.steps, 0) / a.results.length;
+  console.log(`attack PGD 2/255 → tabby: ${fmt(per, 3)} s an image (model load included; ${fmt(steps)} steps on average, success ${a.perEps[0]!.successRate})`);
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. Per-layer formulations
+if (!quick) {
+  console.log('\n## 4. Convolution gradient formulations, per layer (ms for the whole program: forward + loss + the gradient)\n');
+  const layer = (cin: number, cout: number, group: number, k: number, h: number, s: number) => {
+    const b = new OnnxBuilder();
+    b.input('x', ['N', cin, h, h]);
+    b.floats('W', [cout, cin / group, k, k], wave(cout * (cin / group) * k * k, 0.7));
+    const p = Math.floor(k / 2);
+    b.node('Conv', ['x', 'W'], 'y', { group, strides: [s, s], pads: [p, p, p, p] });
+    const oh = Math.floor((h + 2 * p - k) / s) + 1;
+    b.output('y', ['N', cout, oh, oh]);
+    return { bytes: b.build({ producer: 'bench', graphName: 'layer' }), xDims: [cin, h, h], yDims: [cout, oh, oh] };
+  };
+  const compare = async (title: string, l: ReturnType<typeof layer>, n: number, wrt: 'x' | 'W', variants: Partial<ConvMethods>[]) => {
+    const progs = [];
+    for (const conv of variants) {
+      progs.push(await GradientProgram.create(l.bytes, { batch: n, params: wrt === 'W' ? ['W'] : [], wrt: [wrt], loss: [{ kind: 'dot', output: 'y', weights: 'wy' }], conv }, { threads }));
+    }
+    const x = wave(n * size(l.xDims));
+    const wy = wave(n * size(l.yDims), 0.13);
+    const ms = await interleaved(progs.map((p) => () => p.run({ x, wy, ...(wrt === 'W' ? p.paramValues() : {}) })), 7);
+    console.log(`| ${title} | ${variants.map((v, i) => `${Object.values(v).join('/')} ${fmt(ms[i]!)}`).join(' · ')} |`);
+    for (const p of progs) await p.release();
+  };
+  console.log('| layer (batch) | formulation ms |');
+  console.log('|---|---|');
+  for (const [c, h, s] of [[24, 112, 1], [48, 112, 2], [96, 56, 1], [192, 28, 1], [384, 14, 1], [768, 7, 1]] as const) {
+    await compare(`depthwise 3x3 C=${c} ${h}x${h} s${s}, filter grad (16)`, layer(c, c, c, 3, h, s), 16, 'W', [{ depthwiseFilterGrad: 'grouped-conv' }, { depthwiseFilterGrad: 'unfold' }, { depthwiseFilterGrad: 'taps' }]);
+  }
+  for (const [c, h, s] of [[24, 112, 1], [48, 112, 2], [192, 28, 1], [384, 14, 2]] as const) {
+    await compare(`depthwise 3x3 C=${c} ${h}x${h} s${s}, input grad (1)`, layer(c, c, c, 3, h, s), 1, 'x', [{ inputGrad: 'conv' }, { inputGrad: 'conv-transpose' }]);
+  }
+  for (const [cin, cout, h] of [[48, 96, 56], [384, 384, 14]] as const) {
+    await compare(`pointwise ${cin}→${cout} ${h}x${h}, filter grad (16)`, layer(cin, cout, 1, 1, h, 1), 16, 'W', [{ pointwiseFilterGrad: 'matmul' }, { pointwiseFilterGrad: 'conv' }]);
+    await compare(`pointwise ${cin}→${cout} ${h}x${h}, input grad (1)`, layer(cin, cout, 1, 1, h, 1), 1, 'x', [{ inputGrad: 'conv' }, { inputGrad: 'conv-transpose' }]);
+  }
+  await compare('3x3 conv 3→24 224x224 s2 (stem), input grad (1)', layer(3, 24, 1, 3, 224, 2), 1, 'x', [{ inputGrad: 'conv' }, { inputGrad: 'conv-transpose' }]);
+}
+clearInterval(rssTimer);
+sampleRss();
+console.log(`\npeak RSS of the whole run: ${fmt(peakRss / 2 ** 20, 0)} MB`);
