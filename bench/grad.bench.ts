@@ -60,7 +60,7 @@ console.log(`graft gradient bench — ${new Date().toISOString()}, ${threads} co
 // ---------------------------------------------------------------------------------------------------------------
 // 1. Input gradient, batch 1
 async function inputGradient(label: string, bytes: Uint8Array, input: string, logits: string, classes: number): Promise<void> {
-  const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, true));
+  const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, false));
   const dims = [1, 3, 224, 224];
   const x = wave(size(dims));
   const feed = { [input]: new ort.Tensor('float32', x, dims) };

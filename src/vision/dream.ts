@@ -36,77 +36,115 @@ export interface DreamResult {
  * vertical neighbours) and its gradient, added into `grad` scaled by `weight`.
  */
 function tvLossInto(x: Float32Array, h: number, w: number, weight: number, grad: Float32Array): number {
-  const nh = h * (w - 1) * 3;
-  const nv = (h - 1) * w * 3;
+  const gh = weight / (h * (w - 1) * 3);
+  const gv = weight / ((h - 1) * w * 3);
+  const row = w * 3;
   let sh = 0;
   let sv = 0;
   for (let y = 0; y < h; y++) {
-    for (let xx = 0; xx < w; xx++) {
-      for (let c = 0; c < 3; c++) {
-        const i = (y * w + xx) * 3 + c;
-        if (xx + 1 < w) {
-          const d = x[i + 3]! - x[i]!;
-          sh += Math.abs(d);
-          const g = (Math.sign(d) * weight) / nh;
-          grad[i + 3]! += g;
-          grad[i]! -= g;
-        }
-        if (y + 1 < h) {
-          const d = x[i + w * 3]! - x[i]!;
-          sv += Math.abs(d);
-          const g = (Math.sign(d) * weight) / nv;
-          grad[i + w * 3]! += g;
-          grad[i]! -= g;
-        }
+    const base = y * row;
+    for (let i = base; i < base + row - 3; i++) {
+      const d = x[i + 3]! - x[i]!;
+      if (d > 0) {
+        sh += d;
+        grad[i + 3]! += gh;
+        grad[i]! -= gh;
+      } else if (d < 0) {
+        sh -= d;
+        grad[i + 3]! -= gh;
+        grad[i]! += gh;
+      }
+    }
+    if (y + 1 === h) continue;
+    for (let i = base; i < base + row; i++) {
+      const d = x[i + row]! - x[i]!;
+      if (d > 0) {
+        sv += d;
+        grad[i + row]! += gv;
+        grad[i]! -= gv;
+      } else if (d < 0) {
+        sv -= d;
+        grad[i + row]! -= gv;
+        grad[i]! += gv;
       }
     }
   }
-  return weight * (sh / nh + sv / nv);
+  return sh * gh + sv * gv;
+}
+
+/** Bilinear taps along one axis (half-pixel centres, edges clamped): output o reads a[o]·(1 − f[o]) + b[o]·f[o]. */
+function axisTaps(n: number, m: number): { a: Int32Array; b: Int32Array; f: Float32Array } {
+  const a = new Int32Array(m);
+  const b = new Int32Array(m);
+  const f = new Float32Array(m);
+  for (let o = 0; o < m; o++) {
+    const s = Math.min(Math.max((o + 0.5) * (n / m) - 0.5, 0), n - 1);
+    a[o] = Math.floor(s);
+    b[o] = Math.min(a[o]! + 1, n - 1);
+    f[o] = s - a[o]!;
+  }
+  return { a, b, f };
 }
 
 /**
- * Bilinear resampling of an [ih, iw, 3] image to [oh, ow, 3] with half-pixel centres and edge clamping, written as
- * a list of (source, weight) taps per output pixel so that the same taps give the adjoint (for the gradient).
+ * Separable bilinear resampling of an [ih, iw, 3] image to [oh, ow, 3] (along x, then along y), with its adjoint for
+ * the gradient. Typed-array taps: 200 dream steps spent 3.9 s in a four-tap version with per-pixel objects.
  */
-interface Resampler { forward(src: Float32Array, dst: Float32Array): void; adjointAdd(g: Float32Array, into: Float32Array): void }
+interface Resampler { forward(src: Float32Array, dst: Float32Array): void; adjoint(g: Float32Array, into: Float32Array): void }
 
 function bilinear(ih: number, iw: number, oh: number, ow: number): Resampler {
-  const axis = (n: number, m: number) =>
-    Array.from({ length: m }, (_, o) => {
-      const s = Math.min(Math.max((o + 0.5) * (n / m) - 0.5, 0), n - 1);
-      const a = Math.floor(s);
-      const b = Math.min(a + 1, n - 1);
-      return { a, b, f: s - a };
-    });
-  const ys = axis(ih, oh);
-  const xs = axis(iw, ow);
+  const X = axisTaps(iw, ow);
+  const Y = axisTaps(ih, oh);
+  const mid = new Float32Array(ih * ow * 3);
   return {
     forward(src, dst) {
-      for (let y = 0; y < oh; y++) {
-        const { a: y0, b: y1, f: fy } = ys[y]!;
+      for (let y = 0; y < ih; y++) {
+        const row = y * iw * 3;
         for (let x = 0; x < ow; x++) {
-          const { a: x0, b: x1, f: fx } = xs[x]!;
-          for (let c = 0; c < 3; c++) {
-            const v00 = src[(y0 * iw + x0) * 3 + c]!;
-            const v01 = src[(y0 * iw + x1) * 3 + c]!;
-            const v10 = src[(y1 * iw + x0) * 3 + c]!;
-            const v11 = src[(y1 * iw + x1) * 3 + c]!;
-            dst[(y * ow + x) * 3 + c] = (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11);
-          }
+          const a = row + X.a[x]! * 3;
+          const b = row + X.b[x]! * 3;
+          const f = X.f[x]!;
+          const o = (y * ow + x) * 3;
+          mid[o] = src[a]! + (src[b]! - src[a]!) * f;
+          mid[o + 1] = src[a + 1]! + (src[b + 1]! - src[a + 1]!) * f;
+          mid[o + 2] = src[a + 2]! + (src[b + 2]! - src[a + 2]!) * f;
         }
       }
-    },
-    adjointAdd(g, into) {
+      const stride = ow * 3;
       for (let y = 0; y < oh; y++) {
-        const { a: y0, b: y1, f: fy } = ys[y]!;
+        const a = Y.a[y]! * stride;
+        const b = Y.b[y]! * stride;
+        const f = Y.f[y]!;
+        const o = y * stride;
+        for (let i = 0; i < stride; i++) dst[o + i] = mid[a + i]! + (mid[b + i]! - mid[a + i]!) * f;
+      }
+    },
+    adjoint(g, into) {
+      mid.fill(0);
+      const stride = ow * 3;
+      for (let y = 0; y < oh; y++) {
+        const a = Y.a[y]! * stride;
+        const b = Y.b[y]! * stride;
+        const f = Y.f[y]!;
+        const o = y * stride;
+        for (let i = 0; i < stride; i++) {
+          const v = g[o + i]!;
+          mid[a + i]! += v * (1 - f);
+          mid[b + i]! += v * f;
+        }
+      }
+      into.fill(0);
+      for (let y = 0; y < ih; y++) {
+        const row = y * iw * 3;
         for (let x = 0; x < ow; x++) {
-          const { a: x0, b: x1, f: fx } = xs[x]!;
+          const a = row + X.a[x]! * 3;
+          const b = row + X.b[x]! * 3;
+          const f = X.f[x]!;
+          const o = (y * ow + x) * 3;
           for (let c = 0; c < 3; c++) {
-            const v = g[(y * ow + x) * 3 + c]!;
-            into[(y0 * iw + x0) * 3 + c]! += (1 - fy) * (1 - fx) * v;
-            into[(y0 * iw + x1) * 3 + c]! += (1 - fy) * fx * v;
-            into[(y1 * iw + x0) * 3 + c]! += fy * (1 - fx) * v;
-            into[(y1 * iw + x1) * 3 + c]! += fy * fx * v;
+            const v = mid[o + c]!;
+            into[a + c]! += v * (1 - f);
+            into[b + c]! += v * f;
           }
         }
       }
@@ -114,20 +152,17 @@ function bilinear(ih: number, iw: number, oh: number, ow: number): Resampler {
   };
 }
 
-/** out[y, x] = src[(y − dy) mod h, (x − dx) mod w] (a roll); `inverse` rolls back. */
+/** out[y, x] = src[(y − dy) mod h, (x − dx) mod w] (a roll); `inverse` rolls back. Row segments are block copies. */
 function roll(src: Float32Array, dst: Float32Array, h: number, w: number, dy: number, dx: number, inverse = false): void {
-  const sy = inverse ? -dy : dy;
-  const sx = inverse ? -dx : dx;
+  const sy = (((inverse ? -dy : dy) % h) + h) % h;
+  const sx = (((inverse ? -dx : dx) % w) + w) % w;
+  const row = w * 3;
   for (let y = 0; y < h; y++) {
-    const ty = (((y + sy) % h) + h) % h;
-    for (let x = 0; x < w; x++) {
-      const tx = (((x + sx) % w) + w) % w;
-      const from = (y * w + x) * 3;
-      const to = (ty * w + tx) * 3;
-      dst[to] = src[from]!;
-      dst[to + 1] = src[from + 1]!;
-      dst[to + 2] = src[from + 2]!;
-    }
+    const from = y * row;
+    const to = ((y + sy) % h) * row;
+    // src row [0, w − sx) goes to [sx, w); [w − sx, w) wraps to [0, sx)
+    dst.set(src.subarray(from, from + (w - sx) * 3), to + sx * 3);
+    if (sx > 0) dst.set(src.subarray(from + (w - sx) * 3, from + row), to);
   }
 }
 
@@ -176,32 +211,37 @@ export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<
   const rng = mulberry32(opts.seed ?? 0);
   const C = model.classes.length;
   const n = h * w * 3;
-  // A Laplacian-pyramid parameterisation: the picture is the sum of levels at full, 1/2, 1/4 and 1/8 size (each
-  // upsampled), passed through a sigmoid. Coarse levels get the same gradient signal per parameter as fine ones, so
-  // the optimisation builds shapes instead of pixel noise.
-  const levels = Array.from({ length: 4 }, (_, i) => {
-    const lh = Math.max(1, Math.round(h / 2 ** i));
-    const lw = Math.max(1, Math.round(w / 2 ** i));
+  // A Laplacian-pyramid parameterisation: the picture is a sigmoid of levels at full, 1/2, 1/4 and 1/8 size, each
+  // coarser level upsampled into the next (x = σ(L0 + up(L1 + up(L2 + up(L3))))). Coarse levels get the same
+  // gradient signal per parameter as fine ones, so the optimisation builds shapes instead of pixel noise.
+  const sizes = Array.from({ length: 4 }, (_, i) => [Math.max(1, Math.round(h / 2 ** i)), Math.max(1, Math.round(w / 2 ** i))] as const);
+  const levels = sizes.map(([lh, lw], i) => {
     const value = Float32Array.from({ length: lh * lw * 3 }, () => (rng() - 0.5) * 0.1);
-    return { value, grad: new Float32Array(value.length), up: i === 0 ? undefined : bilinear(lh, lw, h, w), adam: new Adam(value.length, opts.lr ?? 0.05) };
+    const finer = sizes[i - 1];
+    return {
+      value,
+      // this level's running sum (itself plus everything coarser, upsampled) and its gradient
+      sum: new Float32Array(value.length),
+      grad: new Float32Array(value.length),
+      up: finer ? bilinear(lh, lw, finer[0], finer[1]) : undefined,
+      adam: new Adam(value.length, opts.lr ?? 0.05),
+    };
   });
   const targets = new Float32Array(C);
   targets[opts.classIndex] = 1;
-  const sum = new Float32Array(n);
-  const tmp = new Float32Array(n);
   const x = new Float32Array(n);
   const shifted = new Float32Array(n);
   const gx = new Float32Array(n);
   const render = () => {
-    sum.fill(0);
-    for (const l of levels) {
-      if (!l.up) for (let i = 0; i < n; i++) sum[i]! += l.value[i]!;
-      else {
-        l.up.forward(l.value, tmp);
-        for (let i = 0; i < n; i++) sum[i]! += tmp[i]!;
-      }
+    for (let i = levels.length - 1; i >= 0; i--) {
+      const l = levels[i]!;
+      const coarser = levels[i + 1];
+      if (coarser) coarser.up!.forward(coarser.sum, l.sum);
+      else l.sum.fill(0);
+      for (let k = 0; k < l.sum.length; k++) l.sum[k]! += l.value[k]!;
     }
-    for (let i = 0; i < n; i++) x[i] = 1 / (1 + Math.exp(-sum[i]!));
+    const s0 = levels[0]!.sum;
+    for (let i = 0; i < n; i++) x[i] = 1 / (1 + Math.exp(-s0[i]!));
   };
   const history: DreamResult['history'] = [];
   for (let step = 1; step <= steps; step++) {
@@ -224,16 +264,11 @@ export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<
       }
       loss += (l2Weight * s) / n;
     }
-    // Through the sigmoid, then to each level (the adjoint of its upsampling).
+    // Through the sigmoid, then down the pyramid: each level's gradient is that of its running sum.
     for (let i = 0; i < n; i++) gx[i]! *= x[i]! * (1 - x[i]!);
-    for (const l of levels) {
-      if (!l.up) l.adam.step(l.value, gx);
-      else {
-        l.grad.fill(0);
-        l.up.adjointAdd(gx, l.grad);
-        l.adam.step(l.value, l.grad);
-      }
-    }
+    levels[0]!.grad.set(gx);
+    for (let i = 1; i < levels.length; i++) levels[i]!.up!.adjoint(levels[i - 1]!.grad, levels[i]!.grad);
+    for (const l of levels) l.adam.step(l.value, l.grad);
     const rec = { step, loss, probability };
     history.push(rec);
     opts.onStep?.(rec);
