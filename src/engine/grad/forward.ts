@@ -174,14 +174,15 @@ export async function prepareForward(modelBytes: Uint8Array, opts: PrepareOption
     if ((n.input ?? []).some((i) => dynamic.has(i))) for (const o of n.output ?? []) dynamic.add(o);
   }
   const allNames = [...new Set(nodes.flatMap((n) => n.output ?? []).filter(Boolean))];
-  const p1 = await probe(model, inputDims(1), allNames);
+  // A model with a fixed batch size is probed at that size (nothing to extrapolate).
+  const p1 = await probe(model, inputDims(fixedBatch ? opts.batch : 1), allNames);
   const p2 = fixedBatch ? p1 : await probe(model, inputDims(2), allNames);
   const n = opts.batch;
 
   const dims = new Map<string, number[]>();
   const types = new Map<string, number>();
   for (const [name, d1] of p1.dims) {
-    dims.set(name, n === 1 ? d1 : extrapolate(d1, p2.dims.get(name) ?? d1, n));
+    dims.set(name, n === 1 || fixedBatch ? d1 : extrapolate(d1, p2.dims.get(name) ?? d1, n));
     types.set(name, p1.types.get(name)!);
   }
   for (const [name, t] of inits) {
@@ -218,7 +219,7 @@ export async function prepareForward(modelBytes: Uint8Array, opts: PrepareOption
       const batchDependent = v1 !== undefined && (v2 === undefined || v1.some((v, i) => v !== v2[i]));
       if (batchDependent) {
         if (!v2) throw new GraftError(`${where}: the constant '${name}' changes size with the batch; not supported`);
-        const v = extrapolate(v1!, v2, n);
+        const v = fixedBatch ? v1! : extrapolate(v1!, v2, n);
         initializers.push(staticTensor(name, type, dims.get(name)!, v));
         values.set(name, v);
       } else {
