@@ -39,15 +39,21 @@ const fmt = (x: number, d = 1) => x.toFixed(d);
 const size = (d: number[]) => d.reduce((a, b) => a * b, 1);
 const wave = (n: number, k = 0.37) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * k) * 0.9);
 
-/** Run each contender `reps` times, interleaved, after one warm-up each; medians in ms. */
+/**
+ * Run each contender in blocks of 5 (A×5 B×5 A×5 …, `reps` blocks each), after one warm-up each; medians in ms.
+ * Blocks rather than single alternations: ORT's spinning threads of one session would otherwise still be spinning
+ * when the other session starts, and slow it.
+ */
 async function interleaved(fns: (() => Promise<unknown>)[], reps: number): Promise<number[]> {
   for (const f of fns) await f();
   const times = fns.map(() => [] as number[]);
-  for (let r = 0; r < reps; r++) {
+  for (let r = 0; r < Math.max(1, Math.round(reps / 5)); r++) {
     for (let k = 0; k < fns.length; k++) {
-      const t0 = performance.now();
-      await fns[k]!();
-      times[k]!.push(performance.now() - t0);
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now();
+        await fns[k]!();
+        times[k]!.push(performance.now() - t0);
+      }
     }
   }
   return times.map(median);
@@ -62,7 +68,7 @@ console.log(`graft gradient bench — ${new Date().toISOString()}, ${threads} co
 // ---------------------------------------------------------------------------------------------------------------
 // 1. Input gradient, batch 1
 async function inputGradient(label: string, bytes: Uint8Array, input: string, logits: string, classes: number): Promise<void> {
-  const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, false));
+  const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, true));
   const dims = [1, 3, 224, 224];
   const x = wave(size(dims));
   const feed = { [input]: new ort.Tensor('float32', x, dims) };
@@ -111,7 +117,7 @@ for (const blocks of ['all', 2, 1] as const) {
     const r = await prog.run({ [inputName]: x, targets, ...values });
     adamwUpdate(adam, params.map((p) => r.grads[p]!), { lr: 1e-5, beta1: 0.9, t: t++, scale: 1, weightDecay: 1e-4 });
   };
-  const [ms] = await interleaved([step], quick ? 3 : 6);
+  const [ms] = await interleaved([step], quick ? 5 : 10);
   sampleRss();
   console.log(`| --finetune ${blocks} (${params.length - 2} weight tensors) | ${fmt(ms!)} | ${fmt((B * 1000) / ms!)} |`);
   await prog.release();
@@ -176,7 +182,7 @@ if (!quick) {
     }
     const x = wave(n * size(l.xDims));
     const wy = wave(n * size(l.yDims), 0.13);
-    const ms = await interleaved(progs.map((p) => () => p.run({ x, wy, ...(wrt === 'W' ? p.paramValues() : {}) })), 7);
+    const ms = await interleaved(progs.map((p) => () => p.run({ x, wy, ...(wrt === 'W' ? p.paramValues() : {}) })), 10);
     console.log(`| ${title} | ${variants.map((v, i) => `${Object.values(v).join('/')} ${fmt(ms[i]!)}`).join(' · ')} |`);
     for (const p of progs) await p.release();
   };

@@ -22,6 +22,8 @@ export interface ProgramOptions {
   threads?: number;
   /** For error messages. */
   where?: string;
+  /** Let ORT's idle threads spin-wait (default on; see the comment at the session). */
+  spinning?: boolean;
 }
 
 export interface ProgramResult {
@@ -47,9 +49,10 @@ export class GradientProgram {
     let session: ort.InferenceSession;
     try {
       // Memory patterns off: --finetune all at batch 16 peaks at 1.54 GB RSS without, 2.5 GB with, at the same speed.
-      // Spinning off: a spinning pool burns the cores that another live session (the probability check of an attack,
-      // the forward session a benchmark compares with) needs: MobileNet's forward measured 21 ms without, 30 with.
-      session = await ort.InferenceSession.create(graph.bytes, { ...sessionOptions(opts.threads ?? availableParallelism(), false), enableMemPattern: false });
+      // Spinning on by default: a gradient graph has ~1000 nodes, and waking sleeping threads for each costs ~40 ms
+      // of a 155 ms ResNet-50 step (112 ms spinning). It slows another session running at the same moment, so
+      // callers that interleave with another live session can turn it off.
+      session = await ort.InferenceSession.create(graph.bytes, { ...sessionOptions(opts.threads ?? availableParallelism(), opts.spinning ?? true), enableMemPattern: false });
     } catch (err) {
       throw new GraftError(`${where}: ONNX Runtime rejected the gradient graph: ${String((err as Error).message).split('\n')[0]}`);
     }
