@@ -68,17 +68,39 @@ console.log(`graft gradient bench — ${new Date().toISOString()}, ${threads} co
 // ---------------------------------------------------------------------------------------------------------------
 // 1. Input gradient, batch 1
 async function inputGradient(label: string, bytes: Uint8Array, input: string, logits: string, classes: number): Promise<void> {
-  const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, true));
   const dims = [1, 3, 224, 224];
   const x = wave(size(dims));
   const feed = { [input]: new ort.Tensor('float32', x, dims) };
-  const prog = await GradientProgram.create(bytes, { batch: 1, wrt: [input], loss: [{ kind: 'dot', output: logits, weights: 'w' }] }, { threads });
   const w = new Float32Array(classes);
   w[281 % classes] = 1;
-  const [f, g] = await interleaved([() => fwd.run(feed), () => prog.run({ [input]: x, w })], quick ? 8 : 25);
-  console.log(`| ${label} | ${fmt(f!)} | ${fmt(g!)} | ${fmt(g! / f!, 2)}x |`);
-  await fwd.release();
-  await prog.release();
+  // Only one session alive at a time, each timed in blocks, two rounds: a live session's threads would otherwise
+  // take CPU from the one being timed (ResNet-50's gradient step: 110 ms alone, ~145 ms beside a forward session).
+  const f: number[] = [];
+  const g: number[] = [];
+  for (let round = 0; round < 2; round++) {
+    const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, true));
+    f.push(...(await timed(() => fwd.run(feed), quick ? 5 : 10)));
+    await fwd.release();
+    const prog = await GradientProgram.create(bytes, { batch: 1, wrt: [input], loss: [{ kind: 'dot', output: logits, weights: 'w' }] }, { threads });
+    g.push(...(await timed(() => prog.run({ [input]: x, w }), quick ? 5 : 10)));
+    await prog.release();
+  }
+  const fm = median(f);
+  const gm = median(g);
+  console.log(`| ${label} | ${fmt(fm)} | ${fmt(gm)} | ${fmt(gm / fm, 2)}x |`);
+}
+
+/** `reps` timings (ms) after two warm-up runs. */
+async function timed(fn: () => Promise<unknown>, reps: number): Promise<number[]> {
+  await fn();
+  await fn();
+  const out: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out;
 }
 
 console.log('\n## 1. Input-gradient step, batch 1 (forward + backward of one logit w.r.t. the image)\n');

@@ -4,6 +4,7 @@
  * train, and writing trained weights back into the original model.
  */
 import onnxProto from 'onnx-proto';
+import { valueInfo } from '../engine/grad/onnx-writer.js';
 import { GraftError } from '../errors.js';
 import { type LoadedOnnx, parseOnnx } from '../models/onnx-file.js';
 
@@ -117,17 +118,6 @@ function ancestorNodes(model: LoadedOnnx, tensor: string): Set<string> {
 // ---------------------------------------------------------------------------------------------------------------
 // Suffix graph
 
-function valueInfo(name: string, dims: (number | string)[]) {
-  return onnx.ValueInfoProto.create({
-    name,
-    type: onnx.TypeProto.create({
-      tensorType: onnx.TypeProto.Tensor.create({
-        elemType: 1,
-        shape: onnx.TensorShapeProto.create({ dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) }),
-      }),
-    }),
-  });
-}
 
 /**
  * A model whose input is `cut` (shape [batch, ...cutShape]) and whose outputs are `outputs`: the nodes after the cut

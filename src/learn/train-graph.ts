@@ -3,7 +3,7 @@
  * written as ONNX ops — standardise, optional dropout mask (a graph input, so masks stay seeded by step), Gemm.
  */
 import onnxProto from 'onnx-proto';
-import { encodeAttr, floatTensor } from '../engine/grad/onnx-writer.js';
+import { encodeAttr, floatTensor, valueInfo } from '../engine/grad/onnx-writer.js';
 
 const { onnx } = onnxProto;
 
@@ -16,17 +16,6 @@ export const HEAD = {
   logits: 'head/logits',
 } as const;
 
-function valueInfo(name: string, dims: (number | string)[]) {
-  return onnx.ValueInfoProto.create({
-    name,
-    type: onnx.TypeProto.create({
-      tensorType: onnx.TypeProto.Tensor.create({
-        elemType: 1,
-        shape: onnx.TensorShapeProto.create({ dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) }),
-      }),
-    }),
-  });
-}
 
 export interface LinearHeadInit { W: Float32Array; b: Float32Array; mean: Float32Array; std: Float32Array }
 

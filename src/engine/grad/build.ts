@@ -7,7 +7,7 @@
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../../errors.js';
 import { nodeProto, TARGET_OPSET, type ForwardGraph, type FwdNode } from './forward.js';
-import { DT, GraphWriter } from './onnx-writer.js';
+import { DT, GraphWriter, valueInfo } from './onnx-writer.js';
 import { RULES, type ConvMethods, type RuleCtx } from './rules/registry.js';
 import './rules/index.js';
 
@@ -178,11 +178,3 @@ function isQuantized(fwd: ForwardGraph, n: FwdNode, i: number, live: Set<string>
   return n.opType === 'DequantizeLinear' && i === 0 && live.has(n.inputs[0]!);
 }
 
-function valueInfo(name: string, dims: number[]) {
-  return onnx.ValueInfoProto.create({
-    name,
-    type: onnx.TypeProto.create({
-      tensorType: onnx.TypeProto.Tensor.create({ elemType: DT.FLOAT, shape: onnx.TensorShapeProto.create({ dim: dims.map((d) => ({ dimValue: d })) }) }),
-    }),
-  });
-}

@@ -32,6 +32,19 @@ export function int64Tensor(name: string, dims: number[], values: ArrayLike<numb
   return onnx.TensorProto.create({ name, dims, dataType: DT.INT64, rawData: new Uint8Array(buf.buffer) });
 }
 
+/** A float tensor's value info; a string dim is symbolic (e.g. the batch). */
+export function valueInfo(name: string, dims: (number | string)[], elemType: number = DT.FLOAT) {
+  return onnx.ValueInfoProto.create({
+    name,
+    type: onnx.TypeProto.create({
+      tensorType: onnx.TypeProto.Tensor.create({
+        elemType,
+        shape: onnx.TensorShapeProto.create({ dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) }),
+      }),
+    }),
+  });
+}
+
 export class GraphWriter {
   readonly nodes: NodeProto[] = [];
   readonly initializers: TensorProto[] = [];
