@@ -306,3 +306,66 @@ test('only what is asked for: no weight gradients for an input gradient, and an 
     /node 'my_cos': operator Cos has no gradient rule/,
   );
 });
+
+test('BatchNormalization in training mode (batch statistics) vs float64 finite differences of the same formula', async () => {
+  const rng = mulberry32(9);
+  const dims = [3, 2, 3, 3];
+  const x = Float32Array.from({ length: size(dims) }, () => rng() * 2 - 1);
+  const scale = Float32Array.of(1.3, 0.7);
+  const bias = Float32Array.of(0.1, -0.2);
+  const eps = 1e-3;
+  const bn = new OnnxBuilder();
+  bn.input('x', ['N', 2, 3, 3]);
+  bn.floats('s', [2], scale);
+  bn.floats('b', [2], bias);
+  bn.floats('m', [2], Float32Array.of(5, -5)); // running statistics: must not be used in training mode
+  bn.floats('v', [2], Float32Array.of(9, 9));
+  bn.node('BatchNormalization', ['x', 's', 'b', 'm', 'v'], 'y', { epsilon: { f: eps } });
+  bn.output('y', ['N', 2, 3, 3]);
+  const prog = await GradientProgram.create(bn.build({ producer: 'test', graphName: 'bn' }), {
+    batch: 3, params: ['s', 'b'], wrt: ['x', 's', 'b'], bnTraining: ['m'], loss: [{ kind: 'dot', output: 'y', weights: 'w' }],
+  });
+  const w = Float32Array.from({ length: size(dims) }, () => rng() * 2 - 1);
+  const r = await prog.run({ x, w, s: scale, b: bias });
+  // Batch mean and unbiased variance come out for the running update.
+  const stats = prog.fwd.bnStats[0]!;
+  const bm = r.outputs[stats.batchMean]!.data;
+  await prog.release();
+  const loss64 = (xv: Float64Array, sv: Float64Array, bv: Float64Array) => {
+    let l = 0;
+    for (let c = 0; c < 2; c++) {
+      const vals: number[] = [];
+      for (let n = 0; n < 3; n++) for (let i = 0; i < 9; i++) vals.push(xv[(n * 2 + c) * 9 + i]!);
+      const mu = vals.reduce((a, b) => a + b, 0) / vals.length;
+      const va = vals.reduce((a, b) => a + (b - mu) ** 2, 0) / vals.length;
+      for (let n = 0; n < 3; n++) for (let i = 0; i < 9; i++) {
+        const k = (n * 2 + c) * 9 + i;
+        l += w[k]! * ((sv[c]! * (xv[k]! - mu)) / Math.sqrt(va + eps) + bv[c]!);
+      }
+    }
+    return l;
+  };
+  const X = Float64Array.from(x);
+  const S = Float64Array.from(scale);
+  const B = Float64Array.from(bias);
+  assert.ok(Math.abs(r.loss - loss64(X, S, B)) < 1e-4);
+  const h = 1e-6;
+  const fdCheck = (name: string, base: Float64Array, g: Float32Array, f: (v: Float64Array) => number) => {
+    for (let i = 0; i < base.length; i++) {
+      const p = base.slice();
+      const m = base.slice();
+      p[i]! += h;
+      m[i]! -= h;
+      const fd = (f(p) - f(m)) / (2 * h);
+      assert.ok(Math.abs(g[i]! - fd) < 1e-4 * (1 + Math.abs(fd)), `d/d${name}[${i}]: ${g[i]} vs ${fd}`);
+    }
+  };
+  fdCheck('x', X, r.grads.x!, (v) => loss64(v, S, B));
+  fdCheck('scale', S, r.grads.s!, (v) => loss64(X, v, B));
+  fdCheck('bias', B, r.grads.b!, (v) => loss64(X, S, v));
+  for (let c = 0; c < 2; c++) {
+    let mu = 0;
+    for (let n = 0; n < 3; n++) for (let i = 0; i < 9; i++) mu += x[(n * 2 + c) * 9 + i]! / 27;
+    assert.ok(Math.abs(bm[c]! - mu) < 1e-6, `batch mean of channel ${c}`);
+  }
+});
