@@ -1,10 +1,12 @@
 /** The CLI as a user meets it: exit codes, one-line errors, --help, --json. Runs the built entry point via tsx. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { threadCount } from '../src/engine/ort.js';
+import { colourImage } from './helpers/images.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
 
 const root = join(import.meta.dirname, '..');
@@ -74,4 +76,24 @@ describe('graft CLI', () => {
     assert.equal(j.featureTensor, 'features');
     assert.deepEqual(j.nodes.map((n: { opType: string }) => n.opType), ['Conv', 'Relu', 'GlobalAveragePool', 'Flatten', 'Gemm']);
   });
+
+  test('--threads above the core count is capped, with a warning, and the work finishes', async () => {
+    const p = join(dir, 'tiny-threads.onnx');
+    await writeFile(p, tinyClassifier({ size: 16, metadata: { 'Image.NominalPixelRange': 'Normalized_0_1', 'Image.BitmapPixelFormat': 'Rgb8' } }));
+    const imgs = join(dir, 'thread-imgs');
+    await mkdir(imgs, { recursive: true });
+    for (let i = 0; i < 3; i++) await colourImage([40 * i, 90, 200 - 40 * i], 20, 20, i).png().toFile(join(imgs, `c${i}.png`));
+    const r = graft('extract', p, imgs, '--out', join(dir, 'thread-feats'), '--threads', '999', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`--threads 999: this machine has ${availableParallelism()} cores; using ${availableParallelism()}`));
+    assert.equal(JSON.parse(r.stdout).n, 3);
+  });
+});
+
+test('threadCount: the request, never more than the cores, at least 1', () => {
+  const cores = availableParallelism();
+  assert.equal(threadCount(undefined), cores);
+  assert.equal(threadCount(999), cores);
+  assert.equal(threadCount(1), 1);
+  assert.equal(threadCount(0), 1);
 });

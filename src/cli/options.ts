@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { PreprocessSpec } from '../image/spec.js';
 import { RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1 } from '../image/spec.js';
@@ -91,6 +92,8 @@ export function preprocessOverrides(f: ModelFlags): Partial<PreprocessSpec> {
 /** Backbone options from the flags; with a reporter, model downloads (catalog names, URLs) show a progress bar. */
 export function backboneOptions(f: ModelFlags, reporter?: Reporter): BackboneOptions {
   const dl = reporter ? downloadProgress(reporter, 'download') : undefined;
+  const cores = availableParallelism();
+  if (f.threads !== undefined && f.threads > cores) reporter?.warn?.(`--threads ${f.threads}: this machine has ${cores} cores; using ${cores}`);
   return {
     preprocess: preprocessOverrides(f),
     featureNode: f.featureNode,

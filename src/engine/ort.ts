@@ -53,6 +53,15 @@ export function executionProviders(env: NodeJS.ProcessEnv = process.env): string
   return names.includes('cpu') ? names : [...names, 'cpu'];
 }
 
+/**
+ * Threads to use for `requested` (default: all cores), never more than the machine has: more sessions or threads than
+ * cores only add memory (a typo, `--threads 999`, started 159 threads and grew past 5.6 GB before it).
+ */
+export function threadCount(requested: number | undefined): number {
+  const cores = availableParallelism();
+  return Math.max(1, Math.min(requested ?? cores, cores));
+}
+
 export function sessionOptions(threads: number, spinning: boolean): ort.InferenceSession.SessionOptions {
   const spin = spinning ? '1' : '0';
   return {
@@ -90,7 +99,7 @@ export class OrtModel implements OrtRunner {
 
   /** The best runner for batch throughput with `opts` (a worker pool unless one thread or 'intra-op'). */
   static async create(model: LoadedOnnx, outputs: string[], opts: OrtOptions = {}): Promise<OrtRunner> {
-    const threads = opts.threads ?? availableParallelism();
+    const threads = threadCount(opts.threads);
     const spinning = opts.spinning ?? process.env.GRAFT_ORT_SPIN === '1';
     const mode = opts.parallelism ?? (process.env.GRAFT_ORT_PARALLELISM as OrtOptions['parallelism']) ?? 'workers';
     const bytes = bytesFor(model, outputs);

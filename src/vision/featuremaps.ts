@@ -2,14 +2,13 @@
  * Feature maps: what a CNN's inner layers compute for one image. Forward only, on ONNX Runtime with the graph cut at
  * the chosen tensors (one session, one pass).
  */
-import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { loadImageAndTensor } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
-import { ortLoadError, sessionOptions } from '../engine/ort.js';
+import { ortLoadError, sessionOptions, threadCount } from '../engine/ort.js';
 import { findTensor, type LoadedOnnx, type NodeInfo, type OnnxInfo } from '../models/onnx-file.js';
 import { resolveModel, type ResolveOptions } from '../models/resolve.js';
 import { editDistance } from '../util/numeric.js';
@@ -111,7 +110,7 @@ export async function runCut(
   const t0 = performance.now();
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes, sessionOptions(opts.threads ?? availableParallelism(), false));
+    session = await ort.InferenceSession.create(bytes, sessionOptions(threadCount(opts.threads), false));
   } catch (err) {
     throw ortLoadError(model.info.path, err);
   }

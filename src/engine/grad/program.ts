@@ -2,10 +2,9 @@
  * A gradient program: a model's forward pass, a loss and the requested gradients as one ONNX graph, run by ONNX
  * Runtime (multi-threaded MLAS kernels). One program serves one batch size; `GradientPrograms` keeps one per size.
  */
-import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { GraftError } from '../../errors.js';
-import { sessionOptions } from '../ort.js';
+import { sessionOptions, threadCount } from '../ort.js';
 import { buildGradient, type GradGraph, type GradSpec } from './build.js';
 import { prepareForward, type ForwardGraph } from './forward.js';
 
@@ -52,7 +51,7 @@ export class GradientProgram {
       // Spinning on by default: a gradient graph has ~1000 nodes, and waking sleeping threads for each costs ~40 ms
       // of a 155 ms ResNet-50 step (112 ms spinning). It slows another session running at the same moment, so
       // callers that interleave with another live session can turn it off.
-      session = await ort.InferenceSession.create(graph.bytes, { ...sessionOptions(opts.threads ?? availableParallelism(), opts.spinning ?? true), enableMemPattern: false });
+      session = await ort.InferenceSession.create(graph.bytes, { ...sessionOptions(threadCount(opts.threads), opts.spinning ?? true), enableMemPattern: false });
     } catch (err) {
       throw new GraftError(`${where}: ONNX Runtime rejected the gradient graph: ${String((err as Error).message).split('\n')[0]}`);
     }
