@@ -95,20 +95,26 @@ describe('findImages', () => {
     );
   });
 
-  test('symlinks are followed, loops end, a folder linked twice is listed once', async () => {
+  test('symlinks are followed, loops are reported and not followed, a file reached twice is listed once', async () => {
     const root = await tree({ 'a/x.jpg': X, 'a/b/y.jpg': X, 'other/z.jpg': X });
     await symlink(root, join(root, 'a', 'b', 'loop')); // back to the top
     await symlink(join(root, 'other'), join(root, 'a', 'link-to-other'));
     await symlink(join(root, 'other', 'z.jpg'), join(root, 'a', 'file-link.jpg'));
     await symlink(join(root, 'missing.jpg'), join(root, 'a', 'broken.jpg'));
     const { files, skipped } = await findImages(join(root, 'a'));
+    // The loop up to the top used to be walked, listing other/z.jpg through it, and again as a/file-link.jpg.
     assert.deepEqual(
       files.map((f) => f.slice(root.length + 1)),
-      ['a/b/loop/other/z.jpg', 'a/b/y.jpg', 'a/file-link.jpg', 'a/x.jpg'],
+      ['a/b/y.jpg', 'a/link-to-other/z.jpg', 'a/x.jpg'],
     );
     assert.deepEqual(
       skipped.map((s) => [s.path.slice(root.length + 1), s.reason]),
-      [['a/broken.jpg', 'broken symbolic link']],
+      [
+        ['a/b/loop', 'symbolic link to a folder that holds it (a loop); not followed'],
+        ['a/broken.jpg', 'broken symbolic link'],
+        // A file wins over a link to it: z.jpg as its folder's entry, not as the link file-link.jpg.
+        ['a/file-link.jpg', `the same file as ${join(root, 'a', 'link-to-other', 'z.jpg')} (listed once)`],
+      ],
     );
   });
 });

@@ -168,6 +168,57 @@ describe('extraction', () => {
     }
   });
 
+  test('a cache entry with a valid checksum but the wrong length is treated as damaged and recomputed', async () => {
+    const a = join(dir, 'len-a.png');
+    const b = join(dir, 'len-b.png');
+    await solid(a, [200, 40, 10]);
+    await solid(b, [10, 40, 200]);
+    const root = join(dir, 'cache-len');
+    const bb = await Backbone.load(modelPath);
+    try {
+      const first = await bb.features([a, b], { cache: bb.cacheFor(undefined, root) });
+      assert.equal(first.dim, 4);
+      assert.equal(first.computed, 2);
+      // Overwrite a's entry through the cache's own write path: well formed, checksum valid, but 3 floats, not 4.
+      const writer = bb.cacheFor(undefined, root);
+      await writer.put(a, { kind: 'features', data: new Float32Array([7, 8, 9]) });
+      const raw = await writer.get(a);
+      assert.ok(raw?.kind === 'features' && raw.data.length === 3, `the short entry decodes (checksum valid): ${JSON.stringify(raw)}`);
+      assert.equal(writer.corrupt, 0);
+      assert.equal(await writer.get(a, undefined, 4), undefined, 'with the expected length it is refused');
+      assert.equal(writer.corrupt, 1);
+
+      // Every image of the run cached (no row computed to compare with): still refused and recomputed.
+      const c1 = bb.cacheFor(undefined, root);
+      const alone = await bb.features([a], { cache: c1 });
+      assert.equal(c1.corrupt, 1);
+      assert.equal(alone.computed, 1);
+      assert.equal(alone.fromCache, 0);
+      assert.equal(alone.dim, 4);
+      assert.deepEqual(Array.from(alone.features), Array.from(first.features.subarray(0, 4)));
+
+      // The recomputed row was written back: the next run serves both from the cache, with the right length.
+      const c2 = bb.cacheFor(undefined, root);
+      const both = await bb.features([a, b], { cache: c2 });
+      assert.equal(c2.corrupt, 0);
+      assert.equal(both.fromCache, 2);
+      assert.equal(both.dim, 4);
+      assert.deepEqual(Array.from(both.features), Array.from(first.features));
+
+      // Short again, now beside a good entry in the same batch: the good one is served, the short one recomputed.
+      await writer.put(a, { kind: 'features', data: new Float32Array([7, 8, 9]) });
+      const c3 = bb.cacheFor(undefined, root);
+      const mixed = await bb.features([b, a], { cache: c3 });
+      assert.equal(c3.corrupt, 1);
+      assert.equal(mixed.fromCache, 1);
+      assert.equal(mixed.computed, 1);
+      assert.equal(mixed.features.length, 8);
+      assert.deepEqual(Array.from(mixed.features), [...first.features.subarray(4, 8), ...first.features.subarray(0, 4)]);
+    } finally {
+      await bb.dispose();
+    }
+  });
+
   test('changing preprocessing or model changes the cache key', async () => {
     const info = (await loadOnnx(modelPath)).info;
     const bb = await Backbone.load(modelPath);

@@ -249,7 +249,7 @@ describe('graft train --finetune: interruption and --resume', () => {
     assert.equal(code, 130, `exit code ${code} (signal ${signal}); stderr:\n${err}`);
     assert.ok(at - t0 < 3000, `exits promptly (${Math.round(at - t0)} ms)`);
     assert.ok(!/before fine-tuning|Ctrl-C: saving/.test(err), `training had not started:\n${err}`);
-    assert.match(err, /^interrupted$/m, `says it was interrupted:\n${err}`);
+    assert.match(err, /^graft: interrupted$/m, `says it was interrupted:\n${err}`);
     assert.ok(!hasStackTrace(err), `no stack trace:\n${err}`);
     assert.ok(!existsSync(join(runC, 'checkpoints')), 'no checkpoint written');
   });
@@ -362,7 +362,7 @@ describe('graft lr-find: Ctrl-C', () => {
     const err = r.stderr();
     assert.equal(code, 130, `exit code ${code} (signal ${signal}); stderr:\n${err}`);
     assert.ok(at - t0 < 3000, `exits promptly (${Math.round(at - t0)} ms)`);
-    assert.match(err, /^interrupted$/m, `says it was interrupted:\n${err}`);
+    assert.match(err, /^graft: interrupted$/m, `says it was interrupted:\n${err}`);
     assert.ok(!hasStackTrace(err), `no stack trace:\n${err}`);
     assert.ok(!existsSync(png), 'no plot written');
   });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import {
   scheduleAt,
   listBlocks,
   readCheckpoint,
+  writeCheckpoint,
   replaceInitializers,
   suffixModel,
   type CutSet,
@@ -147,8 +149,12 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     assert.equal(part.history.length, 2);
     const last = await readCheckpoint(join(ckB, 'last.ckpt'));
     assert.equal(last.meta.epoch, 2);
+    assert.ok(part.initial && Number.isFinite(part.initial.valLoss), `the first part measured the initial head: ${JSON.stringify(part.initial)}`);
+    assert.deepEqual(last.meta.initial, part.initial, 'the checkpoint carries the initial metrics');
     const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, resume: true });
     assert.equal(b.history.length, 4);
+    assert.deepEqual(b.initial, part.initial, 'the resumed run reports the initial metrics of the start of the run');
+    assert.deepEqual(b.initial, a.initial, 'the same as the run in one go');
     assert.equal(a.bestEpoch, b.bestEpoch);
     for (const k of Object.keys(a.weights)) {
       const wa = a.weights[k]!;
@@ -161,6 +167,13 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     await assert.rejects(
       finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, lr: 1, checkpointDir: ckB, resume: true }),
       /other settings/,
+    );
+    // Initial metrics that are not numbers: a damaged checkpoint, said so (not NaN in metrics.json).
+    const ck = await readCheckpoint(join(ckB, 'last.ckpt'));
+    await writeCheckpoint(join(ckB, 'last.ckpt'), { ...ck.meta, initial: { valLoss: 'low', valAcc: 1 } }, ck.tensors);
+    await assert.rejects(
+      finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, resume: true }),
+      (e: unknown) => e instanceof GraftError && /last\.ckpt: damaged checkpoint \(initial metrics/.test(e.message),
     );
   });
 
@@ -342,8 +355,13 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     const out2 = join(dir, 'run2');
     const res2 = await finetuneRun({ ...common, out: out2, finetune: { epochs: 2, batchSize: 4, lr: 1e-2, probeEpochs: 20, stopAfter: 1 } });
     assert.equal(res2.history.length, 1);
+    const metrics = async (d: string) => JSON.parse(await readFile(join(d, 'metrics.json'), 'utf8')) as { initial?: { valLoss: number; valAcc: number } };
+    const initialBefore = (await metrics(out2)).initial;
+    assert.ok(initialBefore && Number.isFinite(initialBefore.valLoss) && Number.isFinite(initialBefore.valAcc), `metrics.json has "initial": ${JSON.stringify(initialBefore)}`);
     const resumed = await resumeFinetuneRun(out2);
     assert.equal(resumed.history.length, 2);
+    assert.deepEqual((await metrics(out2)).initial, initialBefore, 'metrics.json after --resume keeps the "initial" block of the run');
+    assert.deepEqual(resumed.initial, initialBefore);
   });
 
   test("--finetune all: the prefix is the identity (preprocessed images cached), every conv trains", async () => {
@@ -368,9 +386,13 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     const j = JSON.parse(r.stdout);
     assert.equal(j.cut.tensor, 'r0');
     assert.equal(j.validation.accuracy, 1);
+    const initial = () => (JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { initial?: unknown }).initial;
+    const before = initial();
+    assert.ok(before, 'metrics.json has "initial"');
     const again = cli('train', '--resume', out, '--json', '-q');
     assert.equal(again.status, 0, `stderr: ${again.stderr}`);
     assert.equal(JSON.parse(again.stdout).bestEpoch, j.bestEpoch);
+    assert.deepEqual(initial(), before, 'graft train --resume: metrics.json keeps the same "initial" block');
     const bad = cli('train', ...base, '--out', join(dir, 'cli-bad'), '--finetune', '7');
     assert.equal(bad.status, 1, `stderr: ${bad.stderr}`);
     assert.match(bad.stderr, /from 1 to 2/);

@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import type { FinetuneOptions } from '../learn/finetune.js';
 import type { FinetuneDataOptions } from '../tasks/finetune.js';
 import type { Reporter } from '../tasks/reporter.js';
+import { exitInterrupted, takeSigint } from './interrupt.js';
 import { backboneOptions, cacheOption, floatArg, intArg, type ModelFlags } from './options.js';
 
 export function addFinetuneOptions(cmd: Command): Command {
@@ -52,14 +53,11 @@ export async function interruptible<T>(work: (signal: AbortSignal, started: () =
   const ac = new AbortController();
   let training = false;
   const onSigint = () => {
-    if (!training || ac.signal.aborted) {
-      process.stderr.write('\ninterrupted\n');
-      process.exit(130);
-    }
+    if (!training || ac.signal.aborted) return exitInterrupted();
     process.stderr.write('\nCtrl-C: saving a checkpoint at this step, then stopping (Ctrl-C again to quit now)\n');
     ac.abort();
   };
-  process.on('SIGINT', onSigint);
+  const release = takeSigint(onSigint);
   let keep = false;
   try {
     return await work(ac.signal, () => {
@@ -72,7 +70,7 @@ export async function interruptible<T>(work: (signal: AbortSignal, started: () =
     keep = ac.signal.aborted;
     throw err;
   } finally {
-    if (!keep) process.off('SIGINT', onSigint);
+    if (!keep) release();
   }
 }
 

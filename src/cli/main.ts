@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { GraftError, UsageError } from '../errors.js';
+import { describeFsError } from '../util/fs.js';
 import { finetuneRun, resumeFinetuneRun } from '../tasks/finetune.js';
 import { extractDir } from '../tasks/extract.js';
 import { evalRun } from '../tasks/evaluate.js';
@@ -9,25 +10,28 @@ import { layers } from '../tasks/layers.js';
 import type { Evaluation } from '../learn/metrics.js';
 import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, ModelFlags } from './options.js';
 import { cliReporter } from './progress.js';
-import { out, pct, printJson, withCommon, type Common } from './output.js';
+import { displayPath, out, pct, printJson, withCommon, type Common } from './output.js';
 import { COMMANDS } from './commands/index.js';
 import { addFinetuneOptions, finetuneDataOptions, finetuneOptions, interruptible, type FinetuneFlags } from './finetune-flags.js';
 
 function summariseEvaluation(e: Evaluation): void {
   out(`accuracy ${pct(e.accuracy)}  balanced accuracy ${pct(e.balancedAccuracy)}  log loss ${e.logLoss.toFixed(4)}  (${e.n} images)`);
-  const w = Math.max(5, ...e.perClass.map((c) => c.class.length));
+  // Class names are folder names: escaped like paths.
+  const w = Math.max(5, ...e.perClass.map((c) => displayPath(c.class).length));
   out(`${'class'.padEnd(w)}  precision  recall  support`);
-  for (const c of e.perClass) out(`${c.class.padEnd(w)}  ${c.precision.toFixed(3).padStart(9)}  ${c.recall.toFixed(3).padStart(6)}  ${String(c.support).padStart(7)}`);
+  for (const c of e.perClass) out(`${displayPath(c.class).padEnd(w)}  ${c.precision.toFixed(3).padStart(9)}  ${c.recall.toFixed(3).padStart(6)}  ${String(c.support).padStart(7)}`);
   if (e.mostConfidentlyWrong.length) {
     out('most confidently wrong:');
-    for (const m of e.mostConfidentlyWrong.slice(0, 5)) out(`  ${m.path ?? m.index}: ${m.trueClass} called ${m.predictedClass} (p=${m.probability.toFixed(3)})`);
+    for (const m of e.mostConfidentlyWrong.slice(0, 5)) {
+      out(`  ${m.path !== undefined ? displayPath(m.path) : m.index}: ${displayPath(m.trueClass)} called ${displayPath(m.predictedClass)} (p=${m.probability.toFixed(3)})`);
+    }
   }
 }
 
 function printSkipped(skipped: { path: string; reason: string }[]): void {
   if (!skipped.length) return;
   process.stderr.write(`skipped ${skipped.length} file(s):\n`);
-  for (const s of skipped.slice(0, 20)) process.stderr.write(`  ${s.path}: ${s.reason}\n`);
+  for (const s of skipped.slice(0, 20)) process.stderr.write(`  ${displayPath(s.path)}: ${displayPath(s.reason)}\n`);
   if (skipped.length > 20) process.stderr.write(`  ... and ${skipped.length - 20} more\n`);
 }
 
@@ -86,7 +90,7 @@ export function buildProgram(): Command {
         printSkipped(ft.skipped);
         out(`fine-tuned the last ${ft.cut.blocks.length} block(s) (from ${ft.cut.tensor}, [${ft.cut.shape.join(', ')}]) with a linear head on ${ft.counts.train} images; validation on ${ft.counts.val} (best epoch ${ft.bestEpoch}${ft.stoppedEarly ? ', stopped early' : ''})`);
         summariseEvaluation(ft.validation);
-        out(`run written to ${ft.dir} (model.onnx with the fine-tuned weights, config.json, head.json, checkpoints/, metrics.json, confusion.png, training-curve.png)`);
+        out(`run written to ${displayPath(ft.dir)} (model.onnx with the fine-tuned weights, config.json, head.json, checkpoints/, metrics.json, confusion.png, training-curve.png)`);
         return;
       }
       if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');
@@ -122,7 +126,7 @@ export function buildProgram(): Command {
       printSkipped(res.skipped);
       out(`trained ${res.head.kind} head on ${res.counts.train} images; validation on ${res.counts.val}` + (res.history.length ? ` (best epoch ${res.bestEpoch}${res.stoppedEarly ? ', stopped early' : ''})` : ''));
       summariseEvaluation(res.validation);
-      out(`run written to ${res.dir} (config.json, head.json, metrics.json, confusion.png, training-curve.png)`);
+      out(`run written to ${displayPath(res.dir)} (config.json, head.json, metrics.json, confusion.png, training-curve.png)`);
     });
 
   addModelOptions(
@@ -148,7 +152,7 @@ export function buildProgram(): Command {
     if (o.json) return printJson(res);
     printSkipped(res.skipped);
     summariseEvaluation(res.evaluation);
-    out(`metrics and confusion matrix written to ${res.out}`);
+    out(`metrics and confusion matrix written to ${displayPath(res.out)}`);
   });
 
   addModelOptions(
@@ -160,7 +164,13 @@ export function buildProgram(): Command {
         .argument('<run|model>', 'run folder, or ONNX classifier (path or URL)')
         .argument('<images...>', 'image files or folders')
         .option('--top <k>', 'classes to show per image', intArg('--top'), 5)
-        .option('--labels <file>', 'class names for a bare model (JSON array or one per line; default ImageNet-1k)'),
+        .option('--labels <file>', 'class names for a bare model (JSON array or one per line; default ImageNet-1k)')
+        .addHelpText(
+          'after',
+          '\nExit codes: 0 when every image was classified; 1 when an input named on the command line is missing, or an\n' +
+            'image (named, or found in a folder) could not be read or decoded, after printing the predictions it could\n' +
+            'make (also with --json); files of other types inside a folder are only listed as skipped. 2: usage error.',
+        ),
     ),
   ).action(async (target: string, images: string[], o: ModelFlags & Common & { top: number; labels?: string }) => {
     const r = cliReporter({ quiet: o.quiet });
@@ -172,13 +182,17 @@ export function buildProgram(): Command {
       backbone: backboneOptions(o, r),
       reporter: r,
     });
-    if (o.json) return printJson(res);
-    printSkipped(res.skipped);
-    for (const p of res.predictions) {
-      out(p.path);
-      for (const t of p.top) out(`  ${(100 * t.probability).toFixed(2).padStart(6)}%  ${t.label}`);
+    if (o.json) printJson(res);
+    else {
+      printSkipped(res.skipped);
+      for (const p of res.predictions) {
+        out(displayPath(p.path));
+        for (const t of p.top) out(`  ${(100 * t.probability).toFixed(2).padStart(6)}%  ${displayPath(t.label)}`);
+      }
     }
+    // After the output: a script sees the predictions that could be made, and the exit code says some are missing.
     if (!res.predictions.length) throw new GraftError('no image could be read');
+    if (res.failed) throw new GraftError(`${res.failed} input(s) missing or unreadable (listed as skipped); the other images were classified`);
   });
 
   addModelOptions(
@@ -203,7 +217,7 @@ export function buildProgram(): Command {
     if (o.json) return printJson(res);
     printSkipped(res.skipped);
     out(`${res.n} images -> ${res.dim}-d features in ${res.seconds.toFixed(2)} s (${res.imagesPerSecond.toFixed(1)} img/s; ${res.fromCache} from cache, ${res.computed} computed)`);
-    if (res.out) out(`written ${res.out.features} and ${res.out.index}`);
+    if (res.out) out(`written ${displayPath(res.out.features)} and ${displayPath(res.out.index)}`);
   });
 
   common(
@@ -217,8 +231,8 @@ export function buildProgram(): Command {
   ).action(async (model: string, o: Common & { all?: boolean; shapes: boolean }) => {
     const res = await layers(model, { all: o.all, shapes: o.shapes });
     if (o.json) return printJson(res);
-    out(`${res.path}  (opset ${res.opset}, ${res.nodeCount} nodes, sha256 ${res.sha256.slice(0, 12)})`);
-    out(`preprocessing: ${JSON.stringify(res.preprocess)} [${res.preprocessSource}]`);
+    out(`${displayPath(res.path)}  (opset ${res.opset}, ${res.nodeCount} nodes, sha256 ${res.sha256.slice(0, 12)})`);
+    out(`preprocessing: ${JSON.stringify(res.preprocess)} [${displayPath(res.preprocessSource)}]`);
     for (const i of res.inputs) out(`input   ${i.name} [${i.shape.join(', ')}]`);
     for (const t of res.outputs) out(`output  ${t.name} [${t.shape.join(', ')}]`);
     out(`features: ${res.featureTensor}${res.logitsTensor ? `   logits: ${res.logitsTensor}` : ''}`);
@@ -255,6 +269,15 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof GraftError) {
       process.stderr.write(`graft: ${err.message}\n`);
       return err.exitCode;
+    }
+    // A failed file operation that no task turned into a GraftError (mkdir of --out on a full disk, a read-only
+    // folder): one line naming the file and what the system said, not a stack trace.
+    const e = err as NodeJS.ErrnoException;
+    const writing = ['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS'].includes(e?.code ?? '') || ['mkdir', 'rename', 'write'].includes(e?.syscall ?? '');
+    const fsMessage = typeof e?.path === 'string' ? describeFsError(e.path, e, writing ? 'write' : 'open') : undefined;
+    if (fsMessage) {
+      process.stderr.write(`graft: ${fsMessage}\n`);
+      return 1;
     }
     process.stderr.write(`graft: unexpected error (a bug; please report it):\n${(err as Error)?.stack ?? String(err)}\n`);
     return 1;

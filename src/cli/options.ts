@@ -14,10 +14,18 @@ export function intArg(name: string, min = 1) {
   };
 }
 
+/** What floatArg accepts, in words: only finite numbers pass, so an open end is said as ">= min", not "[min, Infinity]". */
+export function floatRange(min = -Infinity, max = Infinity): string {
+  if (Number.isFinite(min) && Number.isFinite(max)) return `a number in [${min}, ${max}]`;
+  if (Number.isFinite(min)) return `a finite number >= ${min}`;
+  if (Number.isFinite(max)) return `a finite number <= ${max}`;
+  return 'a finite number';
+}
+
 export function floatArg(name: string, min = -Infinity, max = Infinity) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}]`);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be ${floatRange(min, max)}`);
     return n;
   };
 }

@@ -1,5 +1,6 @@
 import cliProgress from 'cli-progress';
 import type { Reporter } from '../tasks/reporter.js';
+import { displayPath } from './output.js';
 
 /**
  * The CLI's reporter: progress bars with rate and ETA on a TTY (stderr), plain start/end lines otherwise, so that
@@ -47,7 +48,8 @@ export function cliReporter(opts: { quiet?: boolean } = {}): Reporter {
       if (!e.bar) log(`${task}: ${e.done} ${e.unit} in ${secs.toFixed(1)} s (${(e.done / Math.max(secs, 1e-9)).toFixed(1)} ${e.unit}/s)`);
       bars.delete(task);
     },
-    info: (m) => log(m),
-    warn: (m) => log(`warning: ${m}`),
+    // Messages name files (the cache folder, skipped.json, the model): escaped like any path printed for people.
+    info: (m) => log(displayPath(m)),
+    warn: (m) => log(`warning: ${displayPath(m)}`),
   };
 }

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { GraftError, UsageError } from '../errors.js';
 import {
@@ -11,6 +11,7 @@ import {
   REASON_EMPTY,
   REASON_NOT_FOUND,
   type Skipped,
+  type WalkScope,
   sortByPath,
   statOrUndefined,
   stem,
@@ -91,6 +92,33 @@ async function rejectSplitsFolder(root: string, dirs: string[], looseImages: num
   );
 }
 
+/**
+ * The scope of each class folder's walk: one shared list of files, links into another class counted there, links
+ * up to the dataset folder refused. (`ln -s .. cats/up` once listed every dog as a cat.)
+ */
+async function classWalks(root: string, classDirs: string[]): Promise<(cls: string) => WalkScope | undefined> {
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+  } catch {
+    return () => undefined;
+  }
+  const reals = new Map<string, string>();
+  for (const cls of classDirs) {
+    try {
+      reals.set(cls, await realpath(join(root, cls)));
+    } catch {
+      // unreadable class folder: its walk reports it
+    }
+  }
+  const listed: NonNullable<WalkScope['listed']> = new Map();
+  return (cls) => ({
+    realRoot,
+    listed,
+    others: [...reals].filter(([name, real]) => name !== cls && real !== reals.get(cls)).map(([name, real]) => ({ name, real })),
+  });
+}
+
 async function readFolderLayout(root: string, forced: boolean): Promise<Raw> {
   const { dirs, files } = await listDir(root);
   const skipped: Skipped[] = files.map((f) => ({ path: join(root, f), reason: 'not inside a class folder' }));
@@ -107,8 +135,9 @@ async function readFolderLayout(root: string, forced: boolean): Promise<Raw> {
   }
   await rejectSplitsFolder(root, dirs, looseImages);
   const entries: Raw['entries'] = [];
+  const walks = await classWalks(root, dirs);
   for (const cls of dirs) {
-    const found = await findImages(join(root, cls));
+    const found = await findImages(join(root, cls), walks(cls));
     if (found.files.length === 0) {
       const why = found.skipped.length > 0 ? ` (${found.skipped.length} file(s) skipped, e.g. ${found.skipped[0].path}: ${found.skipped[0].reason})` : '';
       throw new GraftError(`class folder '${cls}' in ${root} has no images${why}`);
@@ -187,7 +216,7 @@ async function petPaths(root: string): Promise<{ imagesDir: string; listPath?: s
 
 async function readOxfordPets(root: string, label: 'breed' | 'species'): Promise<Raw> {
   const { imagesDir, listPath } = await petPaths(root);
-  const found = await findImages(imagesDir);
+  const found = await findImages(imagesDir, { realRoot: await realpath(root) });
   const list = listPath ? await readPetList(listPath) : undefined;
   const skipped = [...found.skipped];
   const entries: Raw['entries'] = [];
@@ -235,8 +264,9 @@ async function readPetImages(root: string): Promise<Raw> {
   if (!dir) throw new GraftError(`not a PetImages dataset: ${root} has no Cat/ and Dog/ folders (nor PetImages/Cat, PetImages/Dog)`);
   const entries: Raw['entries'] = [];
   const skipped: Skipped[] = [];
+  const walks = await classWalks(dir, ['Cat', 'Dog']);
   for (const [folder, cls] of [['Cat', 'cat'], ['Dog', 'dog']] as const) {
-    const found = await findImages(join(dir, folder));
+    const found = await findImages(join(dir, folder), walks(folder));
     if (found.files.length === 0) throw new GraftError(`class folder '${folder}' in ${dir} has no images`);
     for (const path of found.files) entries.push({ path, className: cls });
     skipped.push(...found.skipped);

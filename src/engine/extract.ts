@@ -19,6 +19,11 @@ export interface ExtractOptions {
    * cache keeps each view apart from the plain row and from other views.
    */
   augment?: readonly (AugmentParams | undefined)[];
+  /**
+   * Floats per row of `tensor`, when the caller knows it: cached rows of another length are recomputed. Without it
+   * and with a cache, one zero image is run first to learn it.
+   */
+  dim?: number;
 }
 
 export interface ExtractResult {
@@ -68,6 +73,14 @@ export async function extractFeatures(
     const a = augment?.[i];
     return a ? augmentKey(a) : undefined;
   };
+  // A cached row must have the length the model gives now: an entry with a valid checksum but another length (a bug
+  // that wrote it, a cache shared with another build) would otherwise give rows of mixed sizes, silently misread as
+  // one matrix. When every image of a run is cached no row is computed to compare with, so ask the model once.
+  let expected = opts.dim;
+  if (cache && expected === undefined && paths.length > 0) {
+    const probe = await model.run(new Float32Array(per), inputShape(spec, 1));
+    expected = probe[tensor]?.data.length;
+  }
   // Batch buffers are reused rather than allocated per batch: a fresh 19 MB Float32Array each batch (32 images at
   // 224x224) cost page faults on first write and frequent major GCs (V8 collects on external-memory growth).
   // At most `ahead` batches are in flight, so the free list stays that short.
@@ -75,7 +88,7 @@ export async function extractFeatures(
 
   const prepare = async (start: number): Promise<Prepared> => {
     const batch = paths.slice(start, start + batchSize);
-    const cached = cache ? await Promise.all(batch.map((p, i) => cache.get(p, variant(start + i)))) : batch.map(() => undefined);
+    const cached = cache ? await Promise.all(batch.map((p, i) => cache.get(p, variant(start + i), expected))) : batch.map(() => undefined);
     const misses = cached.map((c, i) => (c ? -1 : i)).filter((i) => i >= 0);
     const input = free.pop() ?? new Float32Array(batchSize * per);
     const slots: Prepared['slots'] = cached.map((c) => (c?.kind === 'features' ? { row: c.data } : c ? { skip: c.reason } : { skip: '' }));

@@ -10,6 +10,9 @@ const CACHE_VERSION = 1;
 const MAGIC = 0x43465247; // "GRFC" little-endian
 const HEADER = 24; // magic u32, version u32, kind u32 (0 = features, 1 = unreadable), length u32, checksum 8 bytes
 
+/** Cache folders whose failed writes were already told (see FeatureCache.put). */
+const warnedDirs = new Set<string>();
+
 export type CacheEntry = { kind: 'features'; data: Float32Array } | { kind: 'unreadable'; reason: string };
 
 export function defaultFeatureCacheDir(): string {
@@ -24,8 +27,10 @@ function checksum(payload: Uint8Array): Buffer {
  * Features on disk, one small file per image, under a folder named by what produced them (model bytes, tensor,
  * preprocessing), keyed by the file's identity (absolute path, size, mtime) and, for rows other than the plain one
  * (augmented views), a variant string. Any change to any of these makes a miss.
- * Each entry carries a checksum: a damaged entry reads as a miss and is rewritten. Images that failed to decode are
- * cached too, so a re-run neither decodes them again nor forgets to report them.
+ * Each entry carries a checksum: a damaged entry reads as a miss and is rewritten. So does a features entry whose
+ * length is not the one the caller expects (a checksum only proves the bytes are those written, not that they are a
+ * row of this tensor). Images that failed to decode are cached too, so a re-run neither decodes them again nor
+ * forgets to report them.
  */
 export class FeatureCache {
   readonly dir: string;
@@ -61,7 +66,11 @@ export class FeatureCache {
     return join(this.dir, id.slice(0, 2), `${id}.bin`);
   }
 
-  async get(file: string, variant?: string): Promise<CacheEntry | undefined> {
+  /**
+   * `length`: the number of floats a features row of this tensor has; a features entry of another length counts as
+   * damaged (a miss, rewritten by the `put` that follows). Without it any length is accepted.
+   */
+  async get(file: string, variant?: string, length?: number): Promise<CacheEntry | undefined> {
     const p = await this.entryPath(file, variant);
     if (!p) return undefined;
     let buf: Buffer;
@@ -73,7 +82,7 @@ export class FeatureCache {
       return undefined;
     }
     const entry = decodeEntry(buf);
-    if (!entry) {
+    if (!entry || (length !== undefined && entry.kind === 'features' && entry.data.length !== length)) {
       this.corrupt++;
       this.misses++;
       this.rememberMiss(missKey(file, variant), p);
@@ -87,9 +96,25 @@ export class FeatureCache {
     const key = missKey(file, variant);
     const p = this.missed.get(key) ?? (await this.entryPath(file, variant));
     this.missed.delete(key);
-    if (!p) return;
-    await writeFileAtomic(p, encodeEntry(entry));
+    if (!p || this.writeError !== undefined) return;
+    try {
+      await writeFileAtomic(p, encodeEntry(entry));
+    } catch (err) {
+      // The cache only saves time: a full disk or a read-only cache folder must not abort the run that computed the
+      // features. The first failure is told once (onWriteError) and the cache stops writing.
+      if (this.writeError !== undefined) return;
+      this.writeError = (err as Error).message ?? String(err);
+      // Once per cache folder and process: a run opens one cache per task (train, val) on the same folder.
+      if (warnedDirs.has(this.dir)) return;
+      warnedDirs.add(this.dir);
+      this.onWriteError?.(`feature cache: ${this.writeError}; going on without writing to the cache`);
+    }
   }
+
+  /** Why writing stopped (the first failed write), if it did. */
+  writeError: string | undefined;
+  /** Told once, when a write fails (the CLI prints it as a warning). */
+  onWriteError: ((message: string) => void) | undefined;
 
   private rememberMiss(key: string, entry: string): void {
     // Bounded: a caller that gets without putting (e.g. its batch failed) must not make this grow without end.

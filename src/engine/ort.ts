@@ -141,12 +141,35 @@ function workerUrl(): URL {
   return new URL(import.meta.url.endsWith('.ts') ? './ort-worker.ts' : './ort-worker.js', import.meta.url);
 }
 
+/** Pools not yet disposed, and pools being started (workers loading their sessions), for quiesceOrtWorkers. */
+const livePools = new Set<OrtWorkerPool>();
+const startingPools = new Set<Promise<unknown>>();
+let quiescing = false;
+
+/**
+ * For a process about to exit (Ctrl-C): stop every worker pool safely. A worker thread stopped while its session
+ * runs a batch aborts the whole process (onnxruntime-node throws in native code: "terminate called ...", exit code
+ * 134), and process.exit stops worker threads. So no new batch starts (runs asked for from now on never settle: the
+ * caller is about to vanish, and must not go on to report or write anything), the batches running finish, and then
+ * the workers are stopped.
+ */
+export async function quiesceOrtWorkers(): Promise<void> {
+  quiescing = true;
+  // A worker creating its session is as unsafe to stop as one running a batch: let started pools come up first.
+  while (startingPools.size || livePools.size) {
+    await Promise.allSettled([...startingPools]);
+    await Promise.all([...livePools].map((p) => p.dispose()));
+  }
+}
+
 /** N single-threaded sessions in worker threads; each `run` goes to an idle worker (or waits for one). */
 export class OrtWorkerPool implements OrtRunner {
   private idle: Worker[] = [];
   private waiting: (() => void)[] = [];
   private pending = new Map<number, Pending>();
   private nextId = 0;
+  /** Batches sent to a worker and not answered yet: dispose waits for them (see quiesceOrtWorkers). */
+  private inflight = new Set<Promise<unknown>>();
   /**
    * Per worker, the buffer its input travels in: filled here, transferred to the worker, transferred back with the
    * reply. Reusing it costs one copy of the batch into warm memory, where a fresh slice per run cost an allocation,
@@ -154,6 +177,7 @@ export class OrtWorkerPool implements OrtRunner {
    */
   private staging = new Map<Worker, Float32Array>();
   private constructor(private workers: Worker[], readonly outputs: string[]) {
+    livePools.add(this);
     this.idle = [...workers];
     for (const w of workers) {
       w.on('message', (m: WorkerReply) => {
@@ -184,19 +208,23 @@ export class OrtWorkerPool implements OrtRunner {
     const fromSource = url.pathname.endsWith('.ts');
     const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
     const workers = Array.from({ length: n }, () => (fromSource ? new Worker(boot, { eval: true, workerData }) : new Worker(url, { workerData })));
+    const ready = Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((resolve, reject) => {
+            w.once('message', (m: WorkerReply) => (m.type === 'ready' ? resolve() : reject(ortLoadError(path, m.type === 'error' ? m.message : m))));
+            w.once('error', (err) => reject(ortLoadError(path, err)));
+          }),
+      ),
+    );
+    startingPools.add(ready);
     try {
-      await Promise.all(
-        workers.map(
-          (w) =>
-            new Promise<void>((resolve, reject) => {
-              w.once('message', (m: WorkerReply) => (m.type === 'ready' ? resolve() : reject(ortLoadError(path, m.type === 'error' ? m.message : m))));
-              w.once('error', (err) => reject(ortLoadError(path, err)));
-            }),
-        ),
-      );
+      await ready;
     } catch (err) {
       await Promise.all(workers.map((w) => w.terminate()));
       throw err;
+    } finally {
+      startingPools.delete(ready);
     }
     return new OrtWorkerPool(workers, outputs);
   }
@@ -242,7 +270,9 @@ export class OrtWorkerPool implements OrtRunner {
   }
 
   private async runOn(data: Float32Array, shape: number[]): Promise<Record<string, OutputTensor>> {
+    if (quiescing) return new Promise(() => {});
     const w = await this.acquire();
+    if (quiescing) return new Promise(() => {}); // the worker stays taken: nothing more runs on it
     try {
       const id = this.nextId++;
       let stage = this.staging.get(w);
@@ -250,6 +280,9 @@ export class OrtWorkerPool implements OrtRunner {
       this.staging.delete(w); // in flight until the reply brings it back
       stage.set(data);
       const result = new Promise<Record<string, OutputTensor>>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+      const done = () => this.inflight.delete(result);
+      result.then(done, done);
+      this.inflight.add(result);
       w.postMessage({ type: 'run', id, data: stage.subarray(0, data.length), shape }, [stage.buffer as ArrayBuffer]);
       return await result;
     } finally {
@@ -258,6 +291,10 @@ export class OrtWorkerPool implements OrtRunner {
   }
 
   async dispose(): Promise<void> {
+    livePools.delete(this);
+    // Stopping a worker mid-batch aborts the process (see quiesceOrtWorkers): let running batches finish first. Only
+    // an error path disposes with batches in flight; their results are dropped.
+    await Promise.allSettled([...this.inflight]);
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

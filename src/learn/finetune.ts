@@ -22,6 +22,7 @@
  * Checkpoints (best, last) are written atomically; a NaN/Inf loss stops with a GraftError and leaves the last good
  * checkpoint in place.
  */
+import { z } from 'zod';
 import { GraftError, InterruptedError } from '../errors.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
@@ -225,6 +226,9 @@ function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Ar
  */
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** The initial metrics as a checkpoint holds them (JSON writes NaN as null). */
+const SavedInitialSchema = z.object({ valLoss: z.number().nullable(), valAcc: z.number().nullable() }).nullable();
+
 /**
  * Fine-tune the suffix (cut → `featureTensor`, pooled [N, d]) with a linear head. `model` is the full original
  * model; `cut` and `cutShape` (without batch axis) say where the cached prefix output comes in.
@@ -255,11 +259,14 @@ export async function finetune(
     let startStep = 0;
     let partialSums = { lossSum: 0, correct: 0 };
     let sinceBest = 0;
+    // Computed once, at the start of the run, on the linear-probe head; checkpoints carry it so that a resumed run
+    // still reports it (the weights have moved since: it cannot be computed again).
+    let initial: FinetuneResult['initial'];
     const ckDir = opts.checkpointDir;
     const lastPath = ckDir ? `${ckDir}/last.ckpt` : undefined;
     const bestPath = ckDir ? `${ckDir}/best.ckpt` : undefined;
     const identity = { cut, cutShape, trainable: sess.trainable, classes, settings: o, trainCount: train.n, views: train.views?.length ?? 0 };
-    const progress = () => ({ identity, history, bestLoss: Number.isFinite(bestLoss) ? bestLoss : null, bestEpoch, sinceBest });
+    const progress = () => ({ identity, history, bestLoss: Number.isFinite(bestLoss) ? bestLoss : null, bestEpoch, sinceBest, initial: initial ?? null });
     if (opts.resume) {
       if (!lastPath) throw new GraftError('resume needs a checkpoint folder');
       const ck = await readCheckpoint(lastPath);
@@ -280,9 +287,12 @@ export async function finetune(
       }
       if (bestPath && bestEpoch > 0) best = (await readCheckpoint(bestPath)).tensors;
       if (ck.meta.stopped) startEpoch = o.epochs + 1;
+      // Absent from checkpoints written before it was kept, null without a validation set.
+      const saved = SavedInitialSchema.optional().safeParse(ck.meta.initial);
+      if (!saved.success) throw new GraftError(`${lastPath}: damaged checkpoint (initial metrics: ${saved.error.issues[0]?.message ?? 'invalid'})`);
+      if (saved.data) initial = { valLoss: saved.data.valLoss ?? NaN, valAcc: saved.data.valAcc ?? NaN };
     }
 
-    let initial: FinetuneResult['initial'];
     if (hasVal && startEpoch === 1 && startStep === 0) {
       const p = await sess.proba(val!);
       initial = { valLoss: logLoss(p, val!.y, C), valAcc: accuracyOf(p, val!.y, C) };

@@ -3,6 +3,7 @@ import { datasetFromFiles, openDataset } from '../data/index.js';
 import { Backbone, BackboneOptions } from '../engine/backbone.js';
 import type { Skipped } from '../engine/extract.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
+import { checkRunOut } from '../learn/run-folder.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
 
@@ -44,6 +45,8 @@ export function npyBytes(data: Float32Array, shape: number[]): Uint8Array {
  * written to `out` as features.npy + index.json (file order, labels, model, preprocessing, skipped files).
  */
 export async function extractDir(model: string, dir: string, opts: ExtractDirOptions = {}): Promise<ExtractDirResult> {
+  // --out is checked before the extraction it would come after (an existing file there failed only at the end).
+  if (opts.out) await checkRunOut(opts.out, []);
   let paths: string[];
   let labels: number[] | undefined;
   let classes: string[] | undefined;

@@ -17,6 +17,7 @@ export async function runExtraction(backbone: Backbone, paths: string[], opts: F
   const r = opts.reporter;
   const tensor = opts.tensor === 'logits' ? backbone.ref.logitsTensor! : backbone.ref.featureTensor;
   const cache = opts.cache === false ? undefined : backbone.cacheFor(tensor, opts.cache);
+  if (cache) cache.onWriteError = (m) => r?.warn?.(m);
   r?.start?.(task, paths.length, 'img');
   const res = await (opts.tensor === 'logits' ? backbone.logits.bind(backbone) : backbone.features.bind(backbone))(paths, {
     batchSize: opts.batchSize,

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { augmentedViews, describeAugment, resolveAugmentOptions, type AugmentOptionsInput } from '../image/augment.js';
 import type { DatasetItem } from '../data/index.js';
-import { openTrainVal, runData } from './train.js';
+import { openTrainVal, runData, runInputs } from './train.js';
 import type { BackboneOptions } from '../engine/backbone.js';
 import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
@@ -21,6 +21,7 @@ import { topLossesPng } from '../learn/top-losses.js';
 import { resolveModel } from '../models/resolve.js';
 import type { LayoutName } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
+import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
 import type { Reporter } from './reporter.js';
 
 /** Files a fine-tuning run adds to the usual run folder. */
@@ -139,11 +140,15 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
     cutShape = probe[prefixTensor]!.dims.slice(1);
     if (cutShape.length !== 3) throw new GraftError(`${ref.path}: the cut tensor '${cut}' has shape [${probe[prefixTensor]!.dims}], expected [N, C, H, W]`);
     const cache = opts.cache === false ? undefined : new FeatureCache(opts.cache ?? defaultFeatureCacheDir(), ref.onnx.info.sha256, `cut:${cut}`, ref.spec);
+    if (cache) cache.onWriteError = (m) => r?.warn?.(m);
+    // The probe gave the row length: cached rows of another length are recomputed (no second probe).
+    const per = cutShape.reduce((a, b) => a * b, 1);
     const extract = async (items: DatasetItem[], task: string) => {
       r?.start?.(task, items.length, 'img');
       const res = await extractFeatures(runner, prefixTensor, ref.spec, items.map((i) => i.path), {
         batchSize: opts.batchSize,
         cache,
+        dim: per,
         onProgress: (p) => r?.update?.(task, p.done, p.fromCache ? `${p.fromCache} from cache` : undefined),
       });
       r?.end?.(task);
@@ -160,7 +165,6 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
       const root = resolve(opts.data);
       const keys = train.items.map((it) => relative(root, resolve(it.path)));
       const params = augmentedViews(keys, K, seed, aug);
-      const per = cutShape.reduce((a, b) => a * b, 1);
       train.views = [];
       for (let k = 0; k < K; k++) {
         const task = `train view ${k + 1}/${K}`;
@@ -168,6 +172,7 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
         const res = await extractFeatures(runner, prefixTensor, ref.spec, train.items.map((i) => i.path), {
           batchSize: opts.batchSize,
           cache,
+          dim: per,
           augment: params.map((p) => p[k]!),
           onProgress: (p) => r?.update?.(task, p.done, p.fromCache ? `${p.fromCache} from cache` : undefined),
         });
@@ -187,6 +192,11 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
 }
 
 export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRunResult> {
+  const out = await checkRunOut(opts.out, runInputs(opts));
+  return withRunLock(out, () => finetuneRunLocked(opts));
+}
+
+async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunResult> {
   const r = opts.reporter;
   const seed = opts.seed ?? 0;
   const settings = finetuneSettings({ seed, ...opts.finetune }); // bad settings fail before any image is read
@@ -230,7 +240,6 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
 
   const bytes = replaceInitializers(ref.onnx, res.weights);
   const modelPath = resolve(opts.out, FINETUNE_FILES.model);
-  await writeFileAtomic(modelPath, bytes);
   const config: RunConfig = {
     format: RUN_FORMAT,
     version: RUN_VERSION,
@@ -255,20 +264,25 @@ export async function finetuneRun(opts: FinetuneRunOptions): Promise<FinetuneRun
       },
     },
   };
-  await saveRun(opts.out, config, res.head);
-  await writeJsonAtomic(join(opts.out, RUN_FILES.metrics), {
-    validation,
-    bestEpoch: res.bestEpoch,
-    initial: res.initial,
-    seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch, steps: res.seconds.steps },
-  });
-  await writeJsonAtomic(join(opts.out, RUN_FILES.history), res.history);
-  await writeJsonAtomic(join(opts.out, RUN_FILES.skipped), skipped);
-  if (val.n > 0) {
-    await confusionMatrixPng(validation.confusion, classes, join(opts.out, RUN_FILES.confusion), 'validation');
-    await topLossesPng(validation.mostConfidentlyWrong, join(opts.out, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
-  }
-  if (res.history.length > 0) await trainingCurvePng(res.history, join(opts.out, RUN_FILES.curves));
+  // Everything is written into a staging folder and put in place at once, the checkpoints carried over: a full disk
+  // while writing the PNGs leaves the folder as it was (resumable), not a config.json without pictures.
+  await commitRunFolder(opts.out, async (dir) => {
+    await writeFileAtomic(join(dir, FINETUNE_FILES.model), bytes);
+    await writeJsonAtomic(join(dir, RUN_FILES.metrics), {
+      validation,
+      bestEpoch: res.bestEpoch,
+      initial: res.initial,
+      seconds: { prefix: tPrefix, training: tTrain, perEpoch: res.seconds.perEpoch, steps: res.seconds.steps },
+    });
+    await writeJsonAtomic(join(dir, RUN_FILES.history), res.history);
+    await writeJsonAtomic(join(dir, RUN_FILES.skipped), skipped);
+    if (val.n > 0) {
+      await confusionMatrixPng(validation.confusion, classes, join(dir, RUN_FILES.confusion), 'validation');
+      await topLossesPng(validation.mostConfidentlyWrong, join(dir, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
+    }
+    if (res.history.length > 0) await trainingCurvePng(res.history, join(dir, RUN_FILES.curves));
+    await saveRun(dir, config, res.head); // config last
+  }, [FINETUNE_FILES.checkpoints, FINETUNE_FILES.options]);
   return {
     dir: opts.out,
     head: res.head,

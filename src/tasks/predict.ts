@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import { datasetFromFiles } from '../data/index.js';
+import { REASON_EMPTY } from '../data/files.js';
 import { Backbone, BackboneOptions, Prediction, softmaxRows, topK } from '../engine/backbone.js';
 import type { Skipped } from '../engine/extract.js';
 import { GraftError } from '../errors.js';
@@ -18,7 +20,30 @@ export interface PredictOptions {
 }
 
 export interface FilePrediction { path: string; top: Prediction[] }
-export interface PredictResult { kind: 'run' | 'model'; predictions: FilePrediction[]; skipped: Skipped[] }
+export interface PredictResult {
+  kind: 'run' | 'model';
+  predictions: FilePrediction[];
+  skipped: Skipped[];
+  /**
+   * How many of `skipped` are failures (the CLI then exits 1): an input named as such that is missing or gave no
+   * prediction, or an image found in a folder that could not be read or decoded. What a folder walk leaves out by
+   * choice (files of other types, the same file twice, links not followed) is only reported.
+   */
+  failed: number;
+}
+
+/**
+ * Reasons (prefixes) the folder walk (data/files.ts findImages) gives for what it could not read. Its other reasons
+ * are choices, not failures: files of other types, the same file met twice, links not followed, run folders.
+ */
+const UNREADABLE_IN_FOLDER = [REASON_EMPTY, 'cannot read', 'cannot follow', 'broken symbolic link'];
+
+/** See PredictResult.failed: `found` are the skips of finding the inputs, `decoded` those of decoding the images. */
+function countFailures(inputs: string[], found: Skipped[], decoded: Skipped[]): number {
+  const named = new Set(inputs.map((p) => resolve(p)));
+  const failed = found.filter((s) => named.has(s.path) || UNREADABLE_IN_FOLDER.some((r) => s.reason.startsWith(r)));
+  return failed.length + decoded.length;
+}
 
 /** The top classes of each kept image, from rows of probabilities. */
 function ranked(proba: Float32Array, kept: number[], paths: string[], labels: string[] | undefined, top: number): FilePrediction[] {
@@ -40,7 +65,8 @@ export async function predict(target: string, inputs: string[], opts: PredictOpt
     try {
       const res = await runExtraction(backbone, paths, common);
       const proba = run.head.predictProba(res.features, res.kept.length);
-      return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped] };
+      const failed = countFailures(inputs, files.skipped, res.skipped);
+      return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped], failed };
     } finally {
       await backbone.dispose();
     }
@@ -54,7 +80,8 @@ export async function predict(target: string, inputs: string[], opts: PredictOpt
     const res = await runExtraction(backbone, paths, { ...common, tensor: 'logits' });
     const n = res.kept.length;
     const proba = backbone.ref.logitsAreProbabilities ? res.features : n ? softmaxRows(res.features, n) : new Float32Array(0);
-    return { kind: 'model', predictions: ranked(proba, res.kept, paths, backbone.ref.labels, top), skipped: [...files.skipped, ...res.skipped] };
+    const failed = countFailures(inputs, files.skipped, res.skipped);
+    return { kind: 'model', predictions: ranked(proba, res.kept, paths, backbone.ref.labels, top), skipped: [...files.skipped, ...res.skipped], failed };
   } finally {
     await backbone.dispose();
   }

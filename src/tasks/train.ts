@@ -8,6 +8,7 @@ import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { topLossesPng } from '../learn/top-losses.js';
 import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
 import { writeJsonAtomic } from '../util/fs.js';
+import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
 import { join } from 'node:path';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
@@ -93,6 +94,16 @@ export async function openTrainVal(
  * head on the pooled features, evaluate on the validation set and write a run directory.
  */
 export async function trainRun(opts: TrainRunOptions): Promise<TrainRunResult> {
+  const out = await checkRunOut(opts.out, runInputs(opts));
+  return withRunLock(out, () => trainRunLocked(opts));
+}
+
+/** The folders a run reads, which its `--out` must not be inside of (nor hold). */
+export function runInputs(opts: { data: string; val?: string }): { flag: string; path: string }[] {
+  return [{ flag: 'dataset', path: opts.data }, ...(opts.val ? [{ flag: '--val', path: opts.val }] : [])];
+}
+
+async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
   const r = opts.reporter;
   const seed = opts.seed ?? 0;
   const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
@@ -134,13 +145,15 @@ export async function trainRun(opts: TrainRunOptions): Promise<TrainRunResult> {
       data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
       head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly },
     };
-    await saveRun(opts.out, config, trained.head);
-    await writeJsonAtomic(join(opts.out, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, seconds: { features: tFeat, training: tTrain } });
-    await writeJsonAtomic(join(opts.out, RUN_FILES.history), trained.history);
-    await writeJsonAtomic(join(opts.out, RUN_FILES.skipped), skipped);
-    await confusionMatrixPng(validation.confusion, classes, join(opts.out, RUN_FILES.confusion), 'validation');
-    if (trained.history.length > 0) await trainingCurvePng(trained.history, join(opts.out, RUN_FILES.curves));
-    await topLossesPng(validation.mostConfidentlyWrong, join(opts.out, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
+    await commitRunFolder(opts.out, async (dir) => {
+      await writeJsonAtomic(join(dir, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, seconds: { features: tFeat, training: tTrain } });
+      await writeJsonAtomic(join(dir, RUN_FILES.history), trained.history);
+      await writeJsonAtomic(join(dir, RUN_FILES.skipped), skipped);
+      await confusionMatrixPng(validation.confusion, classes, join(dir, RUN_FILES.confusion), 'validation');
+      if (trained.history.length > 0) await trainingCurvePng(trained.history, join(dir, RUN_FILES.curves));
+      await topLossesPng(validation.mostConfidentlyWrong, join(dir, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
+      await saveRun(dir, config, trained.head); // config last
+    });
     return {
       dir: opts.out,
       head: trained.head,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { convertModel } from '../../tasks/convert.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 
 export function registerConvert(program: Command): void {
   withCommon(
@@ -13,6 +13,6 @@ export function registerConvert(program: Command): void {
   ).action(async (input: string, o: Common & { out: string }) => {
     const res = await convertModel(input, o.out);
     if (o.json) return printJson(res);
-    out(`${res.input} (${res.format}) -> ${res.out}: ${(res.bytes / 1e6).toFixed(1)} MB, outputs ${res.outputs.join(', ')} (${res.seconds.toFixed(2)} s)`);
+    out(`${displayPath(res.input)} (${res.format}) -> ${displayPath(res.out)}: ${(res.bytes / 1e6).toFixed(1)} MB, outputs ${res.outputs.join(', ')} (${res.seconds.toFixed(2)} s)`);
   });
 }

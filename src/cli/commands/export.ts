@@ -1,7 +1,7 @@
 /** `graft export`: a run as one ONNX file (backbone + head) with a sidecar that says how to feed it. */
 import type { Command } from 'commander';
 import { exportRun } from '../../tasks/export.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 
 const HELP_AFTER = `
 Writes one ONNX graph: the run's backbone (its fine-tuned weights for a --finetune run) cut at the feature tensor,
@@ -35,10 +35,10 @@ export function registerExport(program: Command): void {
     if (o.json) return printJson(res);
     const outputs = res.outputs.map((t) => `${t.name} [${t.shape.join(', ')}]`).join(', ');
     const classes = res.classes.length <= 10 ? res.classes.join(', ') : `${res.classes.slice(0, 10).join(', ')}, ...`;
-    out(`${res.run} -> ${res.out}: ${(res.bytes / 1e6).toFixed(1)} MB, ${res.head} head${res.backbone.finetuned ? ' on the fine-tuned backbone' : ''}`);
+    out(`${displayPath(res.run)} -> ${displayPath(res.out)}: ${(res.bytes / 1e6).toFixed(1)} MB, ${res.head} head${res.backbone.finetuned ? ' on the fine-tuned backbone' : ''}`);
     out(`  outputs: ${outputs}`);
     out(`  classes (${res.classes.length}): ${classes}`);
-    out(`  sidecar: ${res.sidecar} (preprocessing ${res.preprocess.size.join('x')} ${res.preprocess.layout} ${res.preprocess.channelOrder}, labels)`);
+    out(`  sidecar: ${displayPath(res.sidecar)} (preprocessing ${res.preprocess.size.join('x')} ${res.preprocess.layout} ${res.preprocess.channelOrder}, labels)`);
     if (res.verified) out(`  checked against the run: max |Δp| ${res.verified.maxAbsDiff.toExponential(2)} on ${res.verified.images} random inputs`);
   });
 }

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { featureMaps } from '../../vision/featuremaps.js';
 import { writeFeatureMapPngs } from '../../vision/featuremap-png.js';
 import { addModelOptions, intArg, preprocessOverrides, type ModelFlags } from '../options.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 
 /** The model flags that matter for one forward pass (preprocessing and threads; no cache, batch or feature node). */
 const MODEL_FLAGS = new Set(['--size', '--crop', '--interpolation', '--range', '--mean', '--std', '--input-layout', '--channel-order', '--threads']);
@@ -81,7 +81,7 @@ export function register(program: Command): void {
     if (!o.quiet) for (const w of res.warnings) process.stderr.write(`warning: ${w}\n`);
     for (const [i, l] of res.layers.entries()) {
       const role = l.role ? `${l.role.padEnd(6)} ` : '';
-      out(`${role}${l.layer} (${l.op}) [${l.shape.join(', ')}] ${l.layout}: ${l.channels.length} of ${l.channelCount} channels -> ${files[i]}`);
+      out(`${role}${l.layer} (${l.op}) [${l.shape.join(', ')}] ${l.layout}: ${l.channels.length} of ${l.channelCount} channels -> ${displayPath(files[i]!)}`);
     }
     if (!o.quiet) process.stderr.write(`done in ${seconds.total.toFixed(2)} s (forward pass ${(seconds.session + seconds.run).toFixed(2)} s, PNGs ${seconds.render.toFixed(2)} s)\n`);
   });

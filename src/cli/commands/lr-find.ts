@@ -3,7 +3,7 @@ import { UsageError } from '../../errors.js';
 import { lrFindRun } from '../../tasks/finetune.js';
 import { addFinetuneOptions, finetuneDataOptions, finetuneOptions, interruptible, type FinetuneFlags } from '../finetune-flags.js';
 import { addModelOptions, floatArg, intArg, type ModelFlags } from '../options.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 import { cliReporter } from '../progress.js';
 
 type Flags = ModelFlags & Common & FinetuneFlags & {
@@ -66,6 +66,6 @@ export function register(program: Command): void {
     }
     out(`swept ${res.lrs.length} steps from ${res.lrs[0]!.toExponential(1)} to ${res.lrs[res.lrs.length - 1]!.toExponential(1)}${res.stoppedEarly ? ' (stopped when the loss diverged)' : ''}`);
     out(`suggested --lr ${res.suggested.toExponential(1)}  (minimum/10 ${res.minimumOver10.toExponential(1)}, steepest ${res.steepest.toExponential(1)})`);
-    out(`plot written to ${res.png}`);
+    out(`plot written to ${displayPath(res.png)}`);
   });
 }

@@ -6,7 +6,7 @@ import { defaultStore, importerFor } from '../../models/store.js';
 import type { Reporter } from '../../tasks/reporter.js';
 import { floatArg, intArg } from '../options.js';
 import { cliReporter } from '../progress.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 
 /**
  * Download progress as a reporter task in kB (the CLI's bars show value, rate and ETA): the bar starts once the total
@@ -79,8 +79,8 @@ export function registerModels(program: Command): void {
     const byName = new Map(stored.map((s) => [s.name, s]));
     if (o.cached) {
       if (o.json) return printJson(stored);
-      if (!stored.length) return out(`no models in the store (${store.root})`);
-      table([['name', 'format', 'files', 'size', 'path'], ...stored.map((s) => [s.name, s.format ?? '?', String(s.files), formatBytes(s.bytes), s.dir])]);
+      if (!stored.length) return out(`no models in the store (${displayPath(store.root)})`);
+      table([['name', 'format', 'files', 'size', 'path'], ...stored.map((s) => [s.name, s.format ?? '?', String(s.files), formatBytes(s.bytes), displayPath(s.dir)])]);
       return;
     }
     const entries = catalogEntries();
@@ -128,7 +128,7 @@ export function registerModels(program: Command): void {
       if (isUrl(name)) {
         const path = await defaultStore().fetchUrl(name, opts);
         progress.end();
-        return o.json ? printJson({ url: name, path }) : out(`${name} -> ${path}`);
+        return o.json ? printJson({ url: name, path }) : out(`${name} -> ${displayPath(path)}`);
       }
       res = await defaultStore().pull(name, opts);
     } finally {
@@ -146,7 +146,7 @@ export function registerModels(program: Command): void {
       });
     }
     const what = `${res.name} (${res.format}, ${res.files.length} file${res.files.length === 1 ? '' : 's'}, ${formatBytes(res.bytes)})`;
-    out(res.downloaded ? `pulled ${what} into ${res.dir}` : `${what} is already in the store: ${res.dir}`);
+    out(res.downloaded ? `pulled ${what} into ${displayPath(res.dir)}` : `${what} is already in the store: ${displayPath(res.dir)}`);
     if (res.format !== 'onnx' && !importerFor(res.format)) out(`note: format ${res.format} needs the importer before graft can run it`);
   });
 

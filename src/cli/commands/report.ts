@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { renderReport } from '../../tasks/report.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 
 export function registerReport(program: Command): void {
   withCommon(
@@ -13,6 +13,6 @@ export function registerReport(program: Command): void {
   ).action(async (run: string, o: Common & { out?: string }) => {
     const res = await renderReport(run, o.out);
     if (o.json) return printJson(res);
-    out(`report written to ${res.out} (${(res.bytes / 1024).toFixed(0)} KB, self-contained)`);
+    out(`report written to ${displayPath(res.out)} (${(res.bytes / 1024).toFixed(0)} KB, self-contained)`);
   });
 }

@@ -4,7 +4,7 @@ import { attackTask } from '../../tasks/attack.js';
 import { dreamTask } from '../../tasks/dream.js';
 import { parseEps } from '../../vision/attack.js';
 import { floatArg, intArg } from '../options.js';
-import { out, printJson, withCommon, type Common } from '../output.js';
+import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 import { cliReporter } from '../progress.js';
 
 
@@ -43,8 +43,8 @@ export function registerDream(program: Command): void {
       reporter: cliReporter({ quiet: o.quiet }),
     });
     if (o.json) return printJson(res);
-    out(`${res.png}: '${res.class.name}' (${res.class.index}) with probability ${res.probability.toFixed(3)} (ONNX Runtime on the saved PNG); total variation ${res.totalVariation.toFixed(4)}; ${res.steps} steps in ${res.seconds.toFixed(1)} s`);
-    out(`settings and history: ${res.json}`);
+    out(`${displayPath(res.png)}: '${res.class.name}' (${res.class.index}) with probability ${res.probability.toFixed(3)} (ONNX Runtime on the saved PNG); total variation ${res.totalVariation.toFixed(4)}; ${res.steps} steps in ${res.seconds.toFixed(1)} s`);
+    out(`settings and history: ${displayPath(res.json)}`);
   });
 }
 
@@ -76,14 +76,14 @@ export function registerAttack(program: Command): void {
       seed: o.seed,
       reporter: cliReporter({ quiet: o.quiet }),
     });
-    for (const s of res.skipped) process.stderr.write(`skipped ${s.path}: ${s.reason}\n`);
+    for (const s of res.skipped) process.stderr.write(`skipped ${displayPath(s.path)}: ${displayPath(s.reason)}\n`);
     if (!res.results.length) throw new GraftError('no image could be read');
     if (o.json) return printJson(res);
     if (res.results.length <= 10) {
-      for (const r of res.results) out(`${r.image} (eps ${(r.eps * 255).toFixed(1)}/255): ${r.before[0]!.class} -> ${r.after[0]!.class} (p=${r.after[0]!.probability.toFixed(3)}) ${r.success ? 'fooled' : 'not fooled'}; L-inf ${r.linfLevels}/255, L2 ${r.l2.toFixed(3)}, PSNR ${r.psnr.toFixed(1)} dB, ${r.steps} steps`);
+      for (const r of res.results) out(`${displayPath(r.image)} (eps ${(r.eps * 255).toFixed(1)}/255): ${r.before[0]!.class} -> ${r.after[0]!.class} (p=${r.after[0]!.probability.toFixed(3)}) ${r.success ? 'fooled' : 'not fooled'}; L-inf ${r.linfLevels}/255, L2 ${r.l2.toFixed(3)}, PSNR ${r.psnr.toFixed(1)} dB, ${r.steps} steps`);
     }
     out(`${o.method.toUpperCase()}${res.target ? ` targeted at '${res.target.name}'` : ' untargeted'}:`);
     for (const e of res.perEps) out(`  eps ${(e.eps * 255).toFixed(2)}/255: success ${(100 * e.successRate).toFixed(1)}%  robust accuracy ${(100 * e.robustAccuracy).toFixed(1)}%  (${e.n} images)`);
-    out(`results in ${o.out}`);
+    out(`results in ${displayPath(o.out)}`);
   });
 }
