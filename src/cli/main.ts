@@ -8,7 +8,7 @@ import { predict } from '../tasks/predict.js';
 import { trainRun } from '../tasks/train.js';
 import { layers } from '../tasks/layers.js';
 import type { Evaluation } from '../learn/metrics.js';
-import { addModelOptions, backboneOptions, cacheOption, floatArg, intArg, ModelFlags } from './options.js';
+import { addModelOptions, addQueueOptions, backboneOptions, cacheOption, floatArg, intArg, ModelFlags, queueOption, type QueueFlags } from './options.js';
 import { cliReporter } from './progress.js';
 import { displayPath, out, pct, printJson, withCommon, type Common } from './output.js';
 import { COMMANDS } from './commands/index.js';
@@ -43,7 +43,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (s, write) => write(s) });
   const common = withCommon;
 
-  addModelOptions(
+  addQueueOptions(addModelOptions(
     addFinetuneOptions(common(
       program
         .command('train')
@@ -68,7 +68,7 @@ export function buildProgram(): Command {
         .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
         .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
     )),
-  )
+  ))
     .addHelpText('after', '\nFine-tuning runs save a checkpoint each epoch; Ctrl-C saves one at the current step and exits with code 130;\n`graft train --resume <run>` continues from it (also after kill -9, from the last finished epoch).')
     .action(async (data: string | undefined, o: ModelFlags & Common & FinetuneFlags & Record<string, unknown>) => {
       const r = cliReporter({ quiet: o.quiet });
@@ -117,6 +117,7 @@ export function buildProgram(): Command {
         backbone: backboneOptions(o, r),
         batchSize: o.batchSize,
         cache: cacheOption(o),
+        queue: queueOption(o as unknown as QueueFlags),
         reporter: r,
       });
       if (o.json) {
@@ -155,7 +156,7 @@ export function buildProgram(): Command {
     out(`metrics and confusion matrix written to ${displayPath(res.out)}`);
   });
 
-  addModelOptions(
+  addQueueOptions(addModelOptions(
     common(
       program
         .command('predict')
@@ -165,6 +166,7 @@ export function buildProgram(): Command {
         .argument('<images...>', 'image files or folders')
         .option('--top <k>', 'classes to show per image', intArg('--top'), 5)
         .option('--labels <file>', 'class names for a bare model (JSON array or one per line; default ImageNet-1k)')
+        .option('--out <file.jsonl>', 'also write the predictions there, one JSON line per image (for batch runs)')
         .addHelpText(
           'after',
           '\nExit codes: 0 when every image was classified; 1 when an input named on the command line is missing, or an\n' +
@@ -172,7 +174,7 @@ export function buildProgram(): Command {
             'make (also with --json); files of other types inside a folder are only listed as skipped. 2: usage error.',
         ),
     ),
-  ).action(async (target: string, images: string[], o: ModelFlags & Common & { top: number; labels?: string }) => {
+  )).action(async (target: string, images: string[], o: ModelFlags & Common & QueueFlags & { top: number; labels?: string; out?: string }) => {
     const r = cliReporter({ quiet: o.quiet });
     const res = await predict(target, images, {
       top: o.top,
@@ -180,6 +182,8 @@ export function buildProgram(): Command {
       batchSize: o.batchSize,
       cache: cacheOption(o),
       backbone: backboneOptions(o, r),
+      queue: queueOption(o),
+      out: o.out,
       reporter: r,
     });
     if (o.json) printJson(res);
@@ -195,7 +199,7 @@ export function buildProgram(): Command {
     if (res.failed) throw new GraftError(`${res.failed} input(s) missing or unreadable (listed as skipped); the other images were classified`);
   });
 
-  addModelOptions(
+  addQueueOptions(addModelOptions(
     common(
       program
         .command('extract')
@@ -205,13 +209,14 @@ export function buildProgram(): Command {
         .argument('<dir>', 'folder of images (class folders give labels)')
         .option('--out <dir>', 'write features.npy and index.json here'),
     ),
-  ).action(async (model: string, dir: string, o: ModelFlags & Common & { out?: string }) => {
+  )).action(async (model: string, dir: string, o: ModelFlags & Common & QueueFlags & { out?: string }) => {
     const r = cliReporter({ quiet: o.quiet });
     const res = await extractDir(model, dir, {
       out: o.out,
       batchSize: o.batchSize,
       cache: cacheOption(o),
       backbone: backboneOptions(o, r),
+      queue: queueOption(o),
       reporter: r,
     });
     if (o.json) return printJson(res);
@@ -267,7 +272,8 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (err instanceof GraftError) {
-      process.stderr.write(`graft: ${err.message}\n`);
+      // One line: a file name with a newline in it must not break it (nor a terminal escape in one colour it).
+      process.stderr.write(`graft: ${displayPath(err.message)}\n`);
       return err.exitCode;
     }
     // A failed file operation that no task turned into a GraftError (mkdir of --out on a full disk, a read-only
@@ -276,7 +282,7 @@ export async function main(argv: string[]): Promise<number> {
     const writing = ['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS'].includes(e?.code ?? '') || ['mkdir', 'rename', 'write'].includes(e?.syscall ?? '');
     const fsMessage = typeof e?.path === 'string' ? describeFsError(e.path, e, writing ? 'write' : 'open') : undefined;
     if (fsMessage) {
-      process.stderr.write(`graft: ${fsMessage}\n`);
+      process.stderr.write(`graft: ${displayPath(fsMessage)}\n`);
       return 1;
     }
     process.stderr.write(`graft: unexpected error (a bug; please report it):\n${(err as Error)?.stack ?? String(err)}\n`);

@@ -118,3 +118,16 @@ export function backboneOptions(f: ModelFlags, reporter?: Reporter): BackboneOpt
 export function cacheOption(f: ModelFlags): string | false | undefined {
   return f.cache === false ? false : f.cacheDir;
 }
+
+/** `--queue` and `--shard-size`: run the extraction on a `graft worker` pool (commands that extract). */
+export function addQueueOptions(cmd: Command): Command {
+  return cmd
+    .option('--queue <redis-url>', 'compute the features on `graft worker` processes through this Redis queue (e.g. redis://127.0.0.1:6379); needs the feature cache on a folder they share')
+    .option('--shard-size <n>', 'images per queue job', intArg('--shard-size'), 64);
+}
+
+export interface QueueFlags { queue?: string; shardSize: number }
+
+export function queueOption(f: QueueFlags): { url: string; shardSize: number } | undefined {
+  return f.queue ? { url: f.queue, shardSize: f.shardSize } : undefined;
+}

@@ -34,12 +34,23 @@ export function topK(proba: Float32Array, labels: string[] | undefined, k: numbe
  * classifier, class scores. One session computes both tensors in one pass.
  */
 export class Backbone {
-  private constructor(readonly ref: ModelRef, readonly ort: OrtRunner) {}
+  private constructor(
+    readonly ref: ModelRef,
+    readonly ort: OrtRunner,
+    /** How the model was resolved (preprocessing overrides, chosen nodes): a queue worker resolves it the same way. */
+    readonly resolved: Pick<ResolveOptions, 'preprocess' | 'featureNode' | 'logitsNode'>,
+  ) {}
 
   static async load(source: string, opts: BackboneOptions = {}): Promise<Backbone> {
     const ref = await resolveModel(source, opts);
     const outputs = [ref.featureTensor, ...(ref.logitsTensor ? [ref.logitsTensor] : [])];
-    return new Backbone(ref, await OrtModel.create(ref.onnx, outputs, opts));
+    const preprocess = Object.fromEntries(Object.entries(opts.preprocess ?? {}).filter(([, v]) => v !== undefined));
+    const resolved = {
+      ...(Object.keys(preprocess).length > 0 && { preprocess: preprocess as ResolveOptions['preprocess'] }),
+      ...(opts.featureNode && { featureNode: opts.featureNode }),
+      ...(opts.logitsNode && { logitsNode: opts.logitsNode }),
+    };
+    return new Backbone(ref, await OrtModel.create(ref.onnx, outputs, opts), resolved);
   }
 
   get spec(): PreprocessSpec {

@@ -6,6 +6,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
 import { checkRunOut } from '../learn/run-folder.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
+import type { QueueOptions, QueueReport } from '../queue/coordinator.js';
 
 export interface ExtractDirOptions {
   out?: string;
@@ -14,6 +15,8 @@ export interface ExtractDirOptions {
   tensor?: 'features' | 'logits';
   backbone?: BackboneOptions;
   reporter?: Reporter;
+  /** Compute on a `graft worker` pool over Redis; the result is what a local run writes. */
+  queue?: QueueOptions;
 }
 
 export interface ExtractDirResult {
@@ -25,6 +28,8 @@ export interface ExtractDirResult {
   imagesPerSecond: number;
   skipped: Skipped[];
   out?: { features: string; index: string };
+  /** With `queue`: shards, workers, what was reused or split. */
+  queue?: QueueReport;
 }
 
 /** A float32 matrix as a NumPy .npy file (version 1.0), so features load with `np.load` too. */
@@ -66,16 +71,20 @@ export async function extractDir(model: string, dir: string, opts: ExtractDirOpt
   const backbone = await Backbone.load(model, opts.backbone);
   try {
     for (const w of backbone.ref.warnings) opts.reporter?.warn?.(w);
+    const t0 = performance.now();
     const res = await runExtraction(backbone, paths, { ...opts, task: 'extract' });
+    // With a queue, the time is the whole run (workers, then the local pass that reads their rows from the cache).
+    const seconds = res.queue ? (performance.now() - t0) / 1000 : res.seconds;
     skipped.push(...res.skipped);
     const result: ExtractDirResult = {
       n: res.kept.length,
       dim: res.dim,
       fromCache: res.fromCache,
       computed: res.computed,
-      seconds: res.seconds,
-      imagesPerSecond: paths.length / res.seconds,
+      seconds,
+      imagesPerSecond: paths.length / seconds,
       skipped,
+      ...(res.queue && { queue: res.queue }),
     };
     if (opts.out) {
       const features = join(opts.out, 'features.npy');

@@ -1,6 +1,8 @@
 import { Backbone } from '../engine/backbone.js';
 import type { ExtractResult } from '../engine/extract.js';
 import type { Reporter } from './reporter.js';
+import { UsageError } from '../errors.js';
+import { extractOnQueue, type QueueOptions, type QueueReport } from '../queue/coordinator.js';
 
 export interface FeatureRunOptions {
   batchSize?: number;
@@ -9,15 +11,24 @@ export interface FeatureRunOptions {
   tensor?: 'features' | 'logits';
   reporter?: Reporter;
   task?: string;
+  /** Compute the rows on a BullMQ worker pool (`graft worker`) first; they arrive through the feature cache. */
+  queue?: QueueOptions;
 }
 
 /** Extract one tensor over files with progress and (by default) the on-disk cache. */
-export async function runExtraction(backbone: Backbone, paths: string[], opts: FeatureRunOptions = {}): Promise<ExtractResult> {
+export async function runExtraction(backbone: Backbone, paths: string[], opts: FeatureRunOptions = {}): Promise<ExtractResult & { queue?: QueueReport }> {
   const task = opts.task ?? 'features';
   const r = opts.reporter;
   const tensor = opts.tensor === 'logits' ? backbone.ref.logitsTensor! : backbone.ref.featureTensor;
   const cache = opts.cache === false ? undefined : backbone.cacheFor(tensor, opts.cache);
   if (cache) cache.onWriteError = (m) => r?.warn?.(m);
+  let queue: QueueReport | undefined;
+  if (opts.queue) {
+    if (!cache) throw new UsageError('--queue needs the feature cache: the workers\' rows reach this machine through it (drop --no-cache)');
+    queue = await extractOnQueue(backbone, opts.tensor ?? 'features', paths, cache, { ...opts.queue, batchSize: opts.batchSize, reporter: r, task: `${task} on the queue` });
+    const by = queue.workers.length ? ` by ${queue.workers.length} worker(s)` : '';
+    r?.info?.(`${task}: ${queue.shards} shards done${by} in ${queue.seconds.toFixed(1)} s (${queue.computedByWorkers} rows computed, ${queue.reused} shards already done)`);
+  }
   r?.start?.(task, paths.length, 'img');
   const res = await (opts.tensor === 'logits' ? backbone.logits.bind(backbone) : backbone.features.bind(backbone))(paths, {
     batchSize: opts.batchSize,
@@ -29,5 +40,6 @@ export async function runExtraction(backbone: Backbone, paths: string[], opts: F
     r?.info?.(`${task}: ${res.fromCache} of ${paths.length} images served from the feature cache (${cache.dir})`);
   }
   if (cache && cache.corrupt > 0) r?.warn?.(`${task}: ${cache.corrupt} damaged cache entries were recomputed`);
-  return res;
+  if (queue && res.computed > 0) r?.warn?.(`${task}: ${res.computed} images were not in the cache after the workers finished (changed while running?); computed here`);
+  return queue ? { ...res, queue } : res;
 }

@@ -1,13 +1,16 @@
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { writeFileAtomic } from '../util/fs.js';
 import { datasetFromFiles } from '../data/index.js';
 import { REASON_EMPTY } from '../data/files.js';
 import { Backbone, BackboneOptions, Prediction, softmaxRows, topK } from '../engine/backbone.js';
 import type { Skipped } from '../engine/extract.js';
-import { GraftError } from '../errors.js';
+import { GraftError, UsageError } from '../errors.js';
 import { isRunDir, loadRun } from '../learn/run.js';
 import { runBackbone } from './evaluate.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
+import type { QueueOptions } from '../queue/coordinator.js';
 
 export interface PredictOptions {
   top?: number;
@@ -17,6 +20,10 @@ export interface PredictOptions {
   cache?: string | false;
   backbone?: BackboneOptions;
   reporter?: Reporter;
+  /** Compute the rows on a `graft worker` pool first (see tasks/features.ts). */
+  queue?: QueueOptions;
+  /** Also write the predictions to this file, one JSON line per image (atomically, once all are done). */
+  out?: string;
 }
 
 export interface FilePrediction { path: string; top: Prediction[] }
@@ -55,10 +62,23 @@ function ranked(proba: Float32Array, kept: number[], paths: string[], labels: st
  * Classify image files (or folders of them) with a trained run directory or a bare classifier model (path or URL).
  */
 export async function predict(target: string, inputs: string[], opts: PredictOptions = {}): Promise<PredictResult> {
+  if (opts.out && (await stat(opts.out).catch(() => undefined))?.isDirectory()) {
+    throw new UsageError(`--out ${opts.out} is a folder; give the file to write the predictions to (e.g. preds.jsonl)`);
+  }
+  const res = await predictAll(target, inputs, opts);
+  if (opts.out) {
+    // One line per classified image, in input order: what a batch job downstream reads line by line.
+    const lines = res.predictions.map((p) => JSON.stringify({ path: p.path, top: p.top.map((t) => ({ label: t.label, index: t.index, probability: t.probability })) }));
+    await writeFileAtomic(opts.out, lines.length ? lines.join('\n') + '\n' : '');
+  }
+  return res;
+}
+
+async function predictAll(target: string, inputs: string[], opts: PredictOptions): Promise<PredictResult> {
   const top = opts.top ?? 5;
   const files = await datasetFromFiles(inputs);
   const paths = files.items.map((i) => i.path);
-  const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: opts.reporter, task: 'predict' };
+  const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: opts.reporter, task: 'predict', queue: opts.queue };
   if (await isRunDir(target)) {
     const run = await loadRun(target);
     const backbone = await runBackbone(run, opts.backbone);

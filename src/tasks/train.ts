@@ -12,6 +12,7 @@ import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.j
 import { join } from 'node:path';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
+import type { QueueOptions } from '../queue/coordinator.js';
 
 export interface TrainRunOptions {
   /** Training images folder. */
@@ -30,6 +31,8 @@ export interface TrainRunOptions {
   cache?: string | false;
   topWrong?: number;
   reporter?: Reporter;
+  /** Compute the features on a `graft worker` pool (see tasks/features.ts). */
+  queue?: QueueOptions;
 }
 
 export interface FeatureSet { x: Float32Array; n: number; d: number; y: Int32Array; items: DatasetItem[] }
@@ -112,7 +115,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
   for (const w of backbone.ref.warnings) r?.warn?.(w);
   try {
     const t0 = performance.now();
-    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r };
+    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r, queue: opts.queue };
     const trainRes = await runExtraction(backbone, trainItems.map((i) => i.path), { ...common, task: 'train features' });
     const valRes = await runExtraction(backbone, valItems.map((i) => i.path), { ...common, task: 'val features' });
     const tFeat = (performance.now() - t0) / 1000;

@@ -6,6 +6,7 @@ import { registerAttack, registerDream } from './vision.js';
 import { registerModels } from './models.js';
 import { register as registerFeaturemaps } from './featuremaps.js';
 import { register as registerLrFind } from './lr-find.js';
+import { registerWorker } from './worker.js';
 
 /**
  * Commands that live in their own module: each exports `register(program)` adding one subcommand (use `withCommon`
@@ -20,4 +21,5 @@ export const COMMANDS: ((program: Command) => void)[] = [
   registerModels,
   registerFeaturemaps,
   registerLrFind,
+  registerWorker,
 ];
