@@ -270,6 +270,24 @@ describe('extraction over a Redis/BullMQ worker pool', { skip }, () => {
     }
   });
 
+  test('graft train --queue: the extraction step on the pool gives the same run as a local train', async () => {
+    const ds = await subset('train', 40);
+    const home = join(dir, 'home-train');
+    const ws = [startWorker(home), startWorker(home)];
+    try {
+      const q = run(['train', ds, '--model', model!, '--out', join(dir, 'run-queue'), '--queue', url(), '--shard-size', '16', '--json', '--quiet'], { GRAFT_HOME: home });
+      assert.equal(await q.done, 0, q.stderr);
+      const l = spawnSync(process.execPath, graftArgs(['train', ds, '--model', model!, '--out', join(dir, 'run-local'), '--no-cache', '--json', '--quiet']), { encoding: 'utf8' });
+      assert.equal(l.status, 0, l.stderr);
+      const [a, b] = [JSON.parse(q.stdout), JSON.parse(l.stdout)];
+      assert.deepEqual(a.counts, { train: 64, val: 16 });
+      assert.deepEqual(a.validation, b.validation, 'same features, same seed: the same head and metrics');
+      assert.equal(a.bestEpoch, b.bestEpoch);
+    } finally {
+      await stopWorkers(ws);
+    }
+  });
+
   test('bad queue URLs and --queue without the cache are usage errors', async () => {
     const bad = spawnSync(process.execPath, graftArgs(['worker', '--queue', 'http://x']), { encoding: 'utf8' });
     assert.equal(bad.status, 2);
