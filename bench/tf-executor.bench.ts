@@ -9,7 +9,7 @@
 import { join, resolve } from 'node:path';
 import { loadavg } from 'node:os';
 import { OrtModel } from '../src/engine/ort.js';
-import { TfExecutor, tf, setBackend, wasmThreadCount } from '../src/engine/tf/index.js';
+import { TfExecutor, tf, setBackend, wasmThreadCount } from '../test/helpers/tf/index.js';
 import { loadOnnx } from '../src/models/onnx-file.js';
 
 const shared = resolve(process.env.GRAFT_SHARED ?? join(import.meta.dirname, '..', '..', 'shared'));

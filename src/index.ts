@@ -31,4 +31,3 @@ export { buildGradient, DEFAULT_CONV_METHODS, type GradSpec, type GradGraph, typ
 export { prepareForward, type ForwardGraph } from './engine/grad/forward.js';
 export { withPixelInput, PIXELS, PIXEL_LOGITS } from './engine/grad/pixels.js';
 export { loadClassifier, type DiffClassifier, type ClassGradient } from './vision/classifier.js';
-export { TfExecutor, setBackend as setTfBackend, type TfExecutorOptions, type TfBackendName } from './engine/tf/index.js';

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
-import { tf } from '../src/engine/tf/backend.js';
-import { TfExecutor } from '../src/engine/tf/executor.js';
-import { buildLoaded, buildOnnx } from '../src/engine/tf/onnx-builder.js';
+import { tf } from './helpers/tf/backend.js';
+import { TfExecutor } from './helpers/tf/executor.js';
+import { buildLoaded, buildOnnx } from '../src/engine/onnx-builder.js';
 import { GraftError, InterruptedError } from '../src/errors.js';
 import {
   bnAffineNames,

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { GradientProgram } from '../src/engine/grad/program.js';
 import { PIXEL_LOGITS, PIXELS, withPixelInput } from '../src/engine/grad/pixels.js';
-import { setBackend, tf, TfExecutor } from '../src/engine/tf/index.js';
+import { setBackend, tf, TfExecutor } from './helpers/tf/index.js';
 import { defaultSpec } from '../src/image/spec.js';
 import { loadOnnx } from '../src/models/onnx-file.js';
 import { MOBILENET, SKIP_SHARED } from './helpers/shared.js';

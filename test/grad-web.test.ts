@@ -9,7 +9,7 @@ import * as ortWeb from 'onnxruntime-web';
 import { GradientProgram } from '../src/engine/grad/program.js';
 import { cutAt, parseOnnx } from '../src/models/onnx-file.js';
 import { tinyCnn } from './helpers/tiny-cnn.js';
-import { buildOnnx } from '../src/engine/tf/onnx-builder.js';
+import { buildOnnx } from '../src/engine/onnx-builder.js';
 import { MOBILENET, SKIP_SHARED } from './helpers/shared.js';
 
 ortWeb.env.wasm.numThreads = 1;

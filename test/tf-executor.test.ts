@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
-import { TfExecutor, tf, setBackend } from '../src/engine/tf/index.js';
+import { TfExecutor, tf, setBackend } from './helpers/tf/index.js';
 import { loadTensor } from '../src/image/preprocess.js';
 import { importTflite } from '../src/models/importers/tflite.js';
 import { convWeightNames } from '../src/learn/blocks.js';

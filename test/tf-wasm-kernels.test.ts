@@ -1,11 +1,11 @@
 /**
- * Kernels graft registers for the TF.js wasm backend (src/engine/tf/wasm-kernels.ts), each checked against the cpu
+ * Kernels graft registers for the TF.js wasm backend (test/helpers/tf/wasm-kernels.ts), each checked against the cpu
  * backend's own kernel on the same inputs, over the geometries convolutions and pools meet.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { COMPOSED_WASM_KERNELS, DELEGATED_WASM_KERNELS, tf, setBackend } from '../src/engine/tf/index.js';
-import { REPLACED_BY_CPU } from '../src/engine/tf/wasm-kernels.js';
+import { COMPOSED_WASM_KERNELS, DELEGATED_WASM_KERNELS, tf, setBackend } from './helpers/tf/index.js';
+import { REPLACED_BY_CPU } from './helpers/tf/wasm-kernels.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
 
 type Pad = 'same' | 'valid' | number[][];

@@ -8,7 +8,7 @@ import type { BackboneOptions } from '../engine/backbone.js';
 import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
 import { OrtModel } from '../engine/ort.js';
-import { buildLoaded } from '../engine/tf/onnx-builder.js';
+import { buildLoaded } from '../engine/onnx-builder.js';
 import { GraftError } from '../errors.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
 import { cutForLastBlocks, replaceInitializers, type Block } from '../learn/blocks.js';

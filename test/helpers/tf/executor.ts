@@ -27,8 +27,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import onnxProto from 'onnx-proto';
-import { GraftError } from '../../errors.js';
-import { findTensor, loadOnnx, type LoadedOnnx } from '../../models/onnx-file.js';
+import { GraftError } from '../../../src/errors.js';
+import { findTensor, loadOnnx, type LoadedOnnx } from '../../../src/models/onnx-file.js';
 import { ensureBackend, type TfBackendName } from './backend.js';
 import { type Attrs, DT, dtypeName, evalHost, HOST_OPS, type HostVal, isFloatType, readAttributes, readTensorProto, SHAPE_OPS } from './host.js';
 import { BUILDERS, type NodeCtx } from './ops.js';

@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
-import { GraftError } from '../../errors.js';
+import { GraftError } from '../../../src/errors.js';
 import { registerWasmGradientKernels } from './wasm-kernels.js';
 
 export type TfBackendName = 'wasm' | 'cpu';

@@ -8,7 +8,7 @@
  * element type as Float64Array (int64 values are exact up to 2^53, which covers shapes and indices).
  */
 import onnxProto from 'onnx-proto';
-import { halfToFloat, roundHalfEven } from '../../util/numeric.js';
+import { halfToFloat, roundHalfEven } from '../../../src/util/numeric.js';
 
 const { onnx } = onnxProto;
 type TensorProto = InstanceType<typeof onnx.TensorProto>;

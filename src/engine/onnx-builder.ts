@@ -2,7 +2,7 @@
  * Build small ONNX models in memory (tests, tools): inputs, float initializers, nodes with typed attributes.
  */
 import onnxProto from 'onnx-proto';
-import { type LoadedOnnx, parseOnnx } from '../../models/onnx-file.js';
+import { type LoadedOnnx, parseOnnx } from '../models/onnx-file.js';
 
 const { onnx } = onnxProto;
 
