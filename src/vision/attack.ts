@@ -83,24 +83,35 @@ export async function attackImage(model: DiffClassifier, image: RgbImage, opts: 
   let adversarial = image;
   let used = 0;
   let after = before;
-  for (let s = 1; s <= steps; s++) {
-    // The perturbed picture is kept inside [0, 1], so the clamp in front of the model is the identity.
-    for (let i = 0; i < x.length; i++) x[i] = Math.min(1, Math.max(0, x0[i]! + delta[i]!));
-    const { grad } = await model.crossEntropy(x, 1, targets);
+  const argmax = (v: Float32Array) => v.reduce((best, y, i) => (y > v[best]! ? i : best), 0);
+  const check = async (): Promise<boolean> => {
+    adversarial = to8bit(x, image);
+    after = top5((await model.probabilities([adversarial]))[0]!);
+    return goal(after[0]!.index);
+  };
+  let done = false;
+  for (let s = 0; s < steps; s++) {
+    // The gradient is taken at the picture as it will be saved (8-bit levels, inside [0, 1]): its forward pass is
+    // then also the check of that picture, so no separate forward every few steps, and the attack stops at the
+    // first step that fools the model (0.16-0.19 s an image with a check every 5 steps; see docs/benchmarks.md).
+    for (let i = 0; i < x.length; i++) x[i] = Math.round(Math.min(1, Math.max(0, x0[i]! + delta[i]!)) * 255) / 255;
+    const { grad, logits } = await model.crossEntropy(x, 1, targets);
+    // Confirmed by the classifier's own session (the gradient program's forward may differ in the last bits).
+    if (s > 0 && goal(argmax(logits)) && (await check())) {
+      done = true;
+      break;
+    }
     for (let i = 0; i < x.length; i++) {
       const g = grad[i]!;
       const stepped = delta[i]! + (g > 0 ? 1 : g < 0 ? -1 : 0) * sign * alpha;
       const bounded = Math.min(eps, Math.max(-eps, stepped));
       delta[i] = Math.min(1, Math.max(0, x0[i]! + bounded)) - x0[i]!;
     }
-    used = s;
-    // Check the picture as it will be saved, every few steps and at the end.
-    if (opts.method === 'fgsm' || s % 5 === 0 || s === steps) {
-      for (let i = 0; i < x.length; i++) x[i] = x0[i]! + delta[i]!;
-      adversarial = to8bit(x, image);
-      after = top5((await model.probabilities([adversarial]))[0]!);
-      if (goal(after[0]!.index)) break;
-    }
+    used = s + 1;
+  }
+  if (!done) {
+    for (let i = 0; i < x.length; i++) x[i] = x0[i]! + delta[i]!;
+    await check();
   }
   const n = norms(image, adversarial);
   return { adversarial, before, after, success: goal(after[0]!.index), steps: used, linf: n.linfLevels / 255, linfLevels: n.linfLevels, l2: n.l2, psnr: n.psnr };
