@@ -80,7 +80,7 @@ async function cudaFiles(nodeModules: string): Promise<string[]> {
 }
 
 const COMMANDS = ['train', 'eval', 'predict', 'extract', 'layers', 'convert', 'export', 'report', 'dream', 'attack',
-  'models', 'pull', 'rm', 'featuremaps', 'lr-find', 'worker'];
+  'models', 'pull', 'rm', 'featuremaps', 'lr-find', 'worker', 'explain'];
 
 function assertHelpListsCommands(help: string): void {
   const listing = help.split('Commands:')[1] ?? '';

@@ -132,7 +132,7 @@ export async function loadTensor(
 }
 
 /** Resize already-decoded pixels (sRGB, 3 channels) with the spec's kernel; no-op when already at the right size. */
-async function resizePixels(img: RgbImage, spec: PreprocessSpec): Promise<RgbImage> {
+export async function resizePixels(img: RgbImage, spec: PreprocessSpec): Promise<RgbImage> {
   const [h, w] = spec.size;
   const r = resizeOptions(spec);
   if (spec.cropPct === null && img.width === w && img.height === h) return img;

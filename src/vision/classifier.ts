@@ -14,8 +14,8 @@ import { normaliseInto } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { buildExportGraph, EXPORT_OUTPUTS } from '../learn/export.js';
 import { HeadJsonSchema } from '../learn/heads.js';
-import { isRunDir, loadRun } from '../learn/run.js';
-import { resolveModel } from '../models/resolve.js';
+import { isRunDir, loadRun, type LoadedRun } from '../learn/run.js';
+import { resolveModel, type ModelRef } from '../models/resolve.js';
 import { editDistance } from '../util/numeric.js';
 
 export interface ClassGradient {
@@ -87,27 +87,50 @@ function classifier(spec: PreprocessSpec, classes: string[], progs: ReturnType<t
   };
 }
 
-/** A differentiable classifier from a model (path, URL, catalog name) or a run folder. */
-export async function loadClassifier(target: string): Promise<DiffClassifier> {
+/**
+ * A classifier as one ONNX graph from the image tensor to class scores: a bare classifier as it is, or a run's
+ * backbone with its head appended (what `graft export` writes). What dream, attack and explain differentiate.
+ */
+export interface ClassifierGraph {
+  bytes: Uint8Array;
+  logits: string;
+  /** The scores are probabilities (the graph ends in Softmax). */
+  probabilities: boolean;
+  classes: string[];
+  spec: PreprocessSpec;
+  ref: ModelRef;
+  run?: LoadedRun;
+}
+
+export async function classifierGraph(target: string): Promise<ClassifierGraph> {
   if (await isRunDir(target)) {
     const run = await loadRun(target);
     const json = HeadJsonSchema.parse(run.head.toJSON());
     if (json.kind === 'knn') throw new GraftError(`${target}: a kNN head has no gradient; train a linear or mlp head for this`);
     const ref = await resolveModel(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor });
     const graph = buildExportGraph(ref.onnx, { featureTensor: ref.featureTensor, head: json });
-    const bytes = withPixelInput(graph.bytes, ref.spec, { logits: { tensor: EXPORT_OUTPUTS.logits, probabilities: false } }, target);
+    return { bytes: graph.bytes, logits: EXPORT_OUTPUTS.logits, probabilities: false, classes: run.config.classes, spec: ref.spec, ref, run };
+  }
+  const ref = await resolveModel(target);
+  if (!ref.logitsTensor || !ref.labels) throw new GraftError(`${target}: not a classifier with known classes (give a graft run, or a model with class scores)`);
+  return { bytes: ref.onnx.bytes, logits: ref.logitsTensor, probabilities: ref.logitsAreProbabilities, classes: ref.labels, spec: ref.spec, ref };
+}
+
+/** A differentiable classifier from a model (path, URL, catalog name) or a run folder. */
+export async function loadClassifier(target: string): Promise<DiffClassifier> {
+  const cg = await classifierGraph(target);
+  if (cg.run) {
+    const { run, ref } = cg;
+    const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: cg.logits, probabilities: false } }, target);
     const backbone = await Backbone.load(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor, parallelism: 'intra-op' });
     const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (f, n) => run.head.predictProba(f, n), ref.featureTensor);
     return classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone);
   }
-  const ref = await resolveModel(target);
-  if (!ref.logitsTensor || !ref.labels) throw new GraftError(`${target}: not a classifier with known classes (give a graft run, or a model with class scores)`);
-  const logitsTensor = ref.logitsTensor;
-  const probs = ref.logitsAreProbabilities;
-  const bytes = withPixelInput(ref.onnx.bytes, ref.spec, { logits: { tensor: logitsTensor, probabilities: probs } }, target);
+  const { ref, logits: logitsTensor, probabilities: probs } = cg;
+  const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: logitsTensor, probabilities: probs } }, target);
   const backbone = await Backbone.load(target, { parallelism: 'intra-op' });
   const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (l, n) => (probs ? l : softmaxRows(l, n)), logitsTensor);
-  return classifier(ref.spec, ref.labels, programs(bytes, target), probabilities, backbone);
+  return classifier(ref.spec, cg.classes, programs(bytes, target), probabilities, backbone);
 }
 
 /** A class by index or by name (exact, case-insensitive, spaces or underscores); unknown → close matches listed. */

@@ -7,6 +7,7 @@ import { registerModels } from './models.js';
 import { register as registerFeaturemaps } from './featuremaps.js';
 import { register as registerLrFind } from './lr-find.js';
 import { registerWorker } from './worker.js';
+import { registerExplain } from './explain.js';
 
 /**
  * Commands that live in their own module: each exports `register(program)` adding one subcommand (use `withCommon`
@@ -22,4 +23,5 @@ export const COMMANDS: ((program: Command) => void)[] = [
   registerFeaturemaps,
   registerLrFind,
   registerWorker,
+  registerExplain,
 ];
