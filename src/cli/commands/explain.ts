@@ -43,7 +43,8 @@ export function registerExplain(program: Command): void {
       if (o.json) printJson(res);
       else {
         for (const r of res.results) {
-          const f = r.faithfulness ? `  (20% most relevant removed: -${(100 * r.faithfulness.drop20).toFixed(1)} pts, random 20%: -${(100 * r.faithfulness.drop20Random).toFixed(1)})` : '';
+          const pts = (drop: number) => `${drop > 0 ? '-' : '+'}${Math.abs(100 * drop).toFixed(1)}`;
+          const f = r.faithfulness ? `  (20% most relevant removed: ${pts(r.faithfulness.drop20)} pts, a random 20%: ${pts(r.faithfulness.drop20Random)})` : '';
           out(`${displayPath(r.image)}: ${displayPath(r.class)} ${(100 * r.probability).toFixed(1)}%${f}`);
         }
         if (res.summary) out(`average over ${res.summary.n}: removing the 20% most relevant pixels costs ${(100 * res.summary.drop20).toFixed(1)} points of probability, a random 20% ${(100 * res.summary.drop20Random).toFixed(1)}; chart ${displayPath(res.summary.chart)}`);
