@@ -49,6 +49,10 @@ describe('graft CLI', () => {
     assert.match(r.stderr, /unknown option '--frobnicate'/);
     assert.equal(graft('train').code, 2);
     assert.equal(graft('nosuchcommand').code, 2);
+    // A head that fine-tuning cannot train is refused, not silently replaced by a linear one.
+    const mlp = graft('train', 'data', '--model', 'm.onnx', '--out', 'o', '--finetune', '1', '--head', 'mlp');
+    assert.equal(mlp.code, 2);
+    assert.match(mlp.stderr, /--head mlp cannot be fine-tuned yet/);
   });
 
   test('wrong model path, non-ONNX model, missing run directory: one clear line, exit 1', async () => {

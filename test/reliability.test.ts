@@ -239,6 +239,16 @@ describe('the run folder', () => {
     assert.equal(JSON.parse(r.stdout).counts.train + JSON.parse(r.stdout).counts.val, 6);
   });
 
+  test('--resume with hand-edited fine-tuning options: the file and the field are named, no stack trace', async () => {
+    const run = join(dir, 'edited-run');
+    await mkdir(run);
+    await writeFile(join(run, 'finetune-options.json'), JSON.stringify({ data: join(dir, 'x'), model: model, blocks: 'two' }));
+    const r = graft(['train', '--resume', run]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /finetune-options\.json: not the options of a fine-tuning run \(blocks: /);
+    assert.doesNotMatch(r.stderr, /    at /);
+  });
+
   test('one writer per run folder: a second graft on a held folder is refused; a dead holder\'s lock is taken over', async () => {
     const ds = await dataset('lock', 4);
     const out = join(dir, 'locked');

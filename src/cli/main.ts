@@ -73,6 +73,11 @@ export function buildProgram(): Command {
     .action(async (data: string | undefined, o: ModelFlags & Common & FinetuneFlags & Record<string, unknown>) => {
       const r = cliReporter({ quiet: o.quiet });
       if (o.resume !== undefined || o.finetune !== undefined) {
+        // Fine-tuning trains a linear head with the blocks; an MLP or kNN head asked for was silently replaced.
+        if (o.finetune !== undefined && o.head !== 'linear') {
+          throw new UsageError(`--head ${String(o.head)} cannot be fine-tuned yet: --finetune trains a linear head with the blocks (drop --head, or train the ${String(o.head)} head on frozen features without --finetune)`);
+        }
+        if (o.queue !== undefined) throw new UsageError('--queue applies to frozen-feature training; --finetune computes its features on this machine');
         const ft = await interruptible(async (signal, started) => {
           if (o.resume !== undefined) return resumeFinetuneRun(o.resume as string, { reporter: r, signal, finetune: { onStart: started } });
           if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');

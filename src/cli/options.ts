@@ -4,7 +4,7 @@ import type { PreprocessSpec } from '../image/spec.js';
 import { RANGE_0_1, RANGE_0_255, RANGE_MINUS1_1 } from '../image/spec.js';
 import type { BackboneOptions } from '../engine/backbone.js';
 import type { Reporter } from '../tasks/reporter.js';
-import { downloadProgress } from './commands/models.js';
+import { downloadProgress } from './progress.js';
 
 export function intArg(name: string, min = 1) {
   return (v: string) => {

@@ -1,4 +1,5 @@
 import cliProgress from 'cli-progress';
+import type { DownloadProgress } from '../models/download.js';
 import type { Reporter } from '../tasks/reporter.js';
 import { displayPath } from './output.js';
 
@@ -51,5 +52,23 @@ export function cliReporter(opts: { quiet?: boolean } = {}): Reporter {
     // Messages name files (the cache folder, skipped.json, the model): escaped like any path printed for people.
     info: (m) => log(displayPath(m)),
     warn: (m) => log(`warning: ${displayPath(m)}`),
+  };
+}
+
+/** A download as a progress bar in kB (started once the size is known). */
+export function downloadProgress(r: Reporter, task: string): { onProgress: (p: DownloadProgress) => void; end: () => void } {
+  let started = false;
+  return {
+    onProgress(p) {
+      if (!started && p.total) {
+        r.start?.(task, Math.max(1, Math.ceil(p.total / 1000)), 'kB');
+        started = true;
+      }
+      if (started) r.update?.(task, Math.ceil(p.received / 1000), p.file ?? '');
+    },
+    end() {
+      if (started) r.end?.(task);
+      started = false;
+    },
   };
 }

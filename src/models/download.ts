@@ -392,12 +392,3 @@ async function attemptHttp(
     opts.signal?.removeEventListener('abort', onAbort);
   }
 }
-
-/**
- * Fetch a URL into graft's model store (once; later calls reuse the file). Kept for callers of the first API; the
- * store's `fetchUrl` does the work.
- */
-export async function downloadToCache(url: string, opts: DownloadOptions = {}): Promise<string> {
-  const { defaultStore } = await import('./store.js');
-  return defaultStore().fetchUrl(url, opts);
-}

@@ -645,3 +645,11 @@ export async function modelSourcePath(source: string, opts: SourceOptions = {}):
   if (looksLikeName(source)) throw unknownModel(source);
   return source;
 }
+
+/**
+ * Fetch a URL into graft's model store (once; later calls reuse the file). Kept for callers of the first API; the
+ * store's `fetchUrl` does the work.
+ */
+export async function downloadToCache(url: string, opts: DownloadOptions = {}): Promise<string> {
+  return defaultStore().fetchUrl(url, opts);
+}

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { augmentedViews, describeAugment, resolveAugmentOptions, type AugmentOptionsInput } from '../image/augment.js';
@@ -88,12 +89,34 @@ function toCutSet(items: DatasetItem[], res: ExtractResult): CutSet & { items: D
   return { x: res.features, n: kept.length, y: Int32Array.from(kept, (it) => it.label), items: kept };
 }
 
+/**
+ * finetune-options.json as read back by --resume: the fields resume relies on are checked (a hand-edited or
+ * truncated file is named with what is wrong); the settings go on to `finetuneSettings`, which checks each value.
+ */
+const SavedOptionsSchema = z
+  .object({
+    data: z.string(),
+    val: z.string().optional(),
+    model: z.string(),
+    blocks: z.union([z.number().int().positive(), z.literal('all')]),
+    layout: z.enum(['auto', 'folder', 'oxford-pets', 'petimages']).optional(),
+    label: z.enum(['breed', 'species']).optional(),
+    valFraction: z.number().optional(),
+    seed: z.number().int().optional(),
+    batchSize: z.number().int().positive().optional(),
+    cache: z.union([z.string(), z.literal(false)]).optional(),
+    augment: z.object({ views: z.number().int().nonnegative(), options: z.record(z.string(), z.unknown()).optional() }).optional(),
+    backbone: z.record(z.string(), z.unknown()).optional(),
+    finetune: z.record(z.string(), z.unknown()).optional(),
+  })
+  .passthrough();
+
 type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart' | 'onInfo'> };
 
 /**
  * Fine-tune the last blocks of a backbone with a linear head, end to end: open the data; run the frozen prefix on
  * ONNX Runtime up to the cut (cached on disk per image, keyed by model hash + cut tensor + preprocessing + file);
- * train the suffix and the head on TF.js (learn/finetune.ts); write a run folder whose `model.onnx` is the backbone
+ * train the suffix and the head on ONNX Runtime (learn/finetune.ts); write a run folder whose `model.onnx` is the backbone
  * with the fine-tuned weights, so `graft predict` / `graft eval` use it like any run.
  */
 interface Prepared {
@@ -302,12 +325,17 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
 /** Continue a fine-tuning run from its last checkpoint, with the options it was started with. */
 export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
   const p = join(dir, FINETUNE_FILES.options);
-  let saved: SavedOptions;
+  let raw: unknown;
   try {
-    saved = JSON.parse(await readFile(p, 'utf8')) as SavedOptions;
+    raw = JSON.parse(await readFile(p, 'utf8'));
   } catch {
     throw new GraftError(`${dir}: not a fine-tuning run to resume (${FINETUNE_FILES.options} missing or unreadable)`);
   }
+  const parsed = SavedOptionsSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new GraftError(`${p}: not the options of a fine-tuning run (${parsed.error.issues.map((i) => `${i.path.join('.') || 'file'}: ${i.message}`).join('; ')})`);
+  }
+  const saved = parsed.data as unknown as SavedOptions;
   return finetuneRun({ ...saved, out: dir, reporter: extra.reporter, signal: extra.signal, resume: true, finetune: { ...saved.finetune, ...extra.finetune } });
 }
 

@@ -1,34 +1,17 @@
 import type { Command } from 'commander';
 import { GraftError } from '../../errors.js';
 import { catalogEntries, entryBytes, formatBytes, type CatalogEntry } from '../../models/catalog.js';
-import { isUrl, type DownloadProgress } from '../../models/download.js';
+import { isUrl } from '../../models/download.js';
 import { defaultStore, importerFor } from '../../models/store.js';
 import type { Reporter } from '../../tasks/reporter.js';
 import { floatArg, intArg } from '../options.js';
-import { cliReporter } from '../progress.js';
+import { cliReporter, downloadProgress } from '../progress.js';
 import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 
 /**
  * Download progress as a reporter task in kB (the CLI's bars show value, rate and ETA): the bar starts once the total
  * is known (a TF.js model's total is known after its model.json).
  */
-export function downloadProgress(r: Reporter, task: string): { onProgress: (p: DownloadProgress) => void; end: () => void } {
-  let started = false;
-  return {
-    onProgress(p) {
-      if (!started && p.total) {
-        r.start?.(task, Math.max(1, Math.ceil(p.total / 1000)), 'kB');
-        started = true;
-      }
-      if (started) r.update?.(task, Math.ceil(p.received / 1000), p.file ?? '');
-    },
-    end() {
-      if (started) r.end?.(task);
-      started = false;
-    },
-  };
-}
-
 function short(n: number | undefined): string {
   if (n === undefined) return '?';
   if (n >= 1e9) return `${(n / 1e9).toFixed(1)}G`;
