@@ -369,3 +369,36 @@ test('BatchNormalization in training mode (batch statistics) vs float64 finite d
     assert.ok(Math.abs(bm[c]! - mu) < 1e-6, `batch mean of channel ${c}`);
   }
 });
+
+test('a trained Conv followed by a frozen per-channel Mul + Add (folded batch norm) scales its weights: same gradients', async () => {
+  const c: Case = {
+    inputs: { x: [2, 3, 6, 6] },
+    weights: { W: [4, 3, 3, 3] },
+    fixed: {
+      B: [[4], [0.1, -0.2, 0.3, 0]],
+      s: [[1, 4, 1, 1], [1.5, 0.5, -0.7, 2]],
+      t: [[1, 4, 1, 1], [0.2, -0.1, 0.4, 0.3]],
+      lo: [[], [0]],
+      hi: [[], [1]],
+    },
+    nodes: [
+      ['Conv', ['x', 'W', 'B'], 'z', { pads: [1, 1, 1, 1] }],
+      ['Mul', ['z', 's'], 'zs'],
+      ['Add', ['zs', 't'], 'zb'],
+      ['Clip', ['zb', 'lo', 'hi'], 'y'],
+    ],
+    output: 'y',
+    outDims: [2, 4, 6, 6],
+  };
+  // Gradients of the rewritten graph equal float64 finite differences of the original one...
+  await check('conv + frozen affine + clip', c);
+  // ...and the rewrite took place: the affine is gone from the activations (only the weight scaling remains).
+  const { bytes } = build(c, mulberry32(1));
+  const prog = await GradientProgram.create(bytes, { batch: 2, params: ['W'], wrt: ['W'], loss: [{ kind: 'dot', output: 'y', weights: 'lw' }] }, { threads: 1 });
+  try {
+    assert.deepEqual(prog.fwd.nodes.map((n) => n.opType), ['Mul', 'Conv', 'Clip']);
+    assert.deepEqual(prog.fwd.dims.get(prog.fwd.nodes[0]!.outputs[0]!), [4, 3, 3, 3]);
+  } finally {
+    await prog.release();
+  }
+});
