@@ -239,6 +239,27 @@ describe('the run folder', () => {
     assert.equal(JSON.parse(r.stdout).counts.train + JSON.parse(r.stdout).counts.val, 6);
   });
 
+  test('a run folder moved elsewhere still loads: fine-tuned runs find their own model.onnx, frozen ones their backbone', async () => {
+    const { writeTinyCnn, writeColourFolders } = await import('./helpers/tiny-cnn.js');
+    const cnn = await writeTinyCnn(join(dir, 'tiny-cnn.onnx'));
+    const data = await writeColourFolders(join(dir, 'moving-data'), { red: 6, blue: 6 });
+    const ft = join(dir, 'ft-run');
+    const r = graft(['train', data, '--model', cnn, '--out', ft, '--finetune', '1', '--epochs', '2', '--json', '--quiet']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(await readFile(join(ft, 'config.json'), 'utf8')).model.path, 'model.onnx', 'recorded relative to the run');
+    const frozen = join(dir, 'frozen-run');
+    assert.equal(graft(trainArgs(data, frozen)).code, 0);
+    const elsewhere = join(dir, 'elsewhere');
+    await mkdir(elsewhere);
+    for (const run of [ft, frozen]) {
+      const moved = join(elsewhere, `${run.split('/').pop()}-moved`);
+      spawnSync('mv', [run, moved]);
+      const p = graft(['predict', moved, join(data, 'red', 'red-0.jpg'), '--json', '--quiet']);
+      assert.equal(p.code, 0, p.stderr);
+      assert.equal(JSON.parse(p.stdout).predictions[0].top[0].label, 'red');
+    }
+  });
+
   test('--resume with hand-edited fine-tuning options: the file and the field are named, no stack trace', async () => {
     const run = join(dir, 'edited-run');
     await mkdir(run);

@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { PreprocessSpecSchema } from '../image/spec.js';
@@ -16,7 +16,14 @@ export const RunConfigSchema = z.object({
   createdAt: z.string(),
   model: z.object({
     source: z.string(),
+    /**
+     * The backbone file, relative to the run folder (written so since 2026-12: a run folder moved together with
+     * what it points at, or a fine-tuned run with its own model.onnx, still loads); absolute in older runs.
+     * `loadRun` hands it out resolved to an absolute path.
+     */
     path: z.string(),
+    /** Where the file was when the run was written: tried when `path` no longer leads to it (the run moved alone). */
+    absolutePath: z.string().optional(),
     sha256: z.string(),
     featureTensor: z.string(),
   }),
@@ -86,7 +93,31 @@ export async function loadRun(dir: string): Promise<LoadedRun> {
     throw new GraftError(`${cfgPath}: not a graft run config (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
   }
   const head = headFromJSON(await readJson(join(dir, RUN_FILES.head), 'head weights') as Parameters<typeof headFromJSON>[0]);
-  return { dir, config: parsed.data, head };
+  const config = parsed.data;
+  config.model = { ...config.model, path: await locateModel(dir, config.model) };
+  return { dir, config, head };
+}
+
+/**
+ * The run's backbone as an absolute path: `path` relative to the run folder (or absolute, in older runs), else the
+ * absolute path it had when the run was written. Whichever is used, callers check its SHA-256 against the run's.
+ */
+async function locateModel(dir: string, model: RunConfig['model']): Promise<string> {
+  const candidates = [isAbsolute(model.path) ? model.path : resolve(dir, model.path), ...(model.absolutePath ? [model.absolutePath] : [])];
+  for (const c of candidates) {
+    try {
+      if ((await stat(c)).isFile()) return c;
+    } catch {
+      // try the next
+    }
+  }
+  return candidates[0]!;
+}
+
+/** The `model` block of a run's config for a backbone file at `modelPath`, written into run folder `runDir`. */
+export function runModelPaths(runDir: string, modelPath: string): { path: string; absolutePath: string } {
+  const abs = resolve(modelPath);
+  return { path: relative(resolve(runDir), abs) || abs, absolutePath: abs };
 }
 
 /** Write the run's core files (config, head, labels); each file is written atomically. */

@@ -17,7 +17,7 @@ import { finetune, finetuneSettings, lrFind, type CutSet, type FinetuneOptions, 
 import { lrFinderPng } from '../learn/lr-chart.js';
 import type { EpochLog, Head } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
-import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
+import { RUN_FILES, RUN_FORMAT, RUN_VERSION, runModelPaths, saveRun, type RunConfig } from '../learn/run.js';
 import { topLossesPng } from '../learn/top-losses.js';
 import { resolveModel } from '../models/resolve.js';
 import type { LayoutName } from '../data/index.js';
@@ -267,7 +267,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
     format: RUN_FORMAT,
     version: RUN_VERSION,
     createdAt: new Date().toISOString(),
-    model: { source: opts.model, path: modelPath, sha256: createHash('sha256').update(bytes).digest('hex'), featureTensor: ref.featureTensor },
+    model: { source: opts.model, ...runModelPaths(opts.out, modelPath), sha256: createHash('sha256').update(bytes).digest('hex'), featureTensor: ref.featureTensor },
     preprocess: ref.spec,
     classes,
     data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),

@@ -6,7 +6,7 @@ import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
 import { trainHead, type TrainOptions, type Head, type EpochLog } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { topLossesPng } from '../learn/top-losses.js';
-import { RUN_FILES, RUN_FORMAT, RUN_VERSION, saveRun, type RunConfig } from '../learn/run.js';
+import { RUN_FILES, RUN_FORMAT, RUN_VERSION, runModelPaths, saveRun, type RunConfig } from '../learn/run.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
 import { join } from 'node:path';
@@ -142,7 +142,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
       format: RUN_FORMAT,
       version: RUN_VERSION,
       createdAt: new Date().toISOString(),
-      model: { source: opts.model, path: resolve(backbone.ref.path), sha256: info.sha256, featureTensor: backbone.ref.featureTensor },
+      model: { source: opts.model, ...runModelPaths(opts.out, backbone.ref.path), sha256: info.sha256, featureTensor: backbone.ref.featureTensor },
       preprocess: backbone.spec,
       classes,
       data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
