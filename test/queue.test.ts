@@ -288,12 +288,17 @@ describe('extraction over a Redis/BullMQ worker pool', { skip }, () => {
     }
   });
 
-  test('bad queue URLs and --queue without the cache are usage errors', async () => {
+  test('bad queue URLs and --queue without the cache are usage errors; an unreachable Redis is an error, not a hang', async () => {
     const bad = spawnSync(process.execPath, graftArgs(['worker', '--queue', 'http://x']), { encoding: 'utf8' });
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /expected a redis:\/\/ or rediss:\/\/ URL/);
     const noCache = spawnSync(process.execPath, graftArgs(['extract', model!, join(cvd!, 'cats'), '--queue', url(), '--no-cache']), { encoding: 'utf8', env: { ...process.env, GRAFT_HOME: join(dir, 'home-nocache') } });
     assert.equal(noCache.status, 2);
     assert.match(noCache.stderr, /--queue needs the feature cache/);
+    // Nothing listening there: an error after the connect timeout, not a wait for ever.
+    const closed = await freePort();
+    const none = spawnSync(process.execPath, graftArgs(['extract', model!, join(cvd!, 'cats'), '--queue', `redis://127.0.0.1:${closed}`, '--quiet']), { encoding: 'utf8', env: { ...process.env, GRAFT_HOME: join(dir, 'home-closed') }, timeout: 60_000 });
+    assert.equal(none.status, 1, none.stderr);
+    assert.match(none.stderr, /cannot reach the queue at redis:\/\/127\.0\.0\.1:\d+ \(no answer in 10 s\)/);
   });
 });

@@ -25,6 +25,8 @@ export interface QueueOptions {
   shardSize?: number;
   /** How often the coordinator looks at the shards (ms; default 250). */
   pollMs?: number;
+  /** How long to wait for Redis to answer at the start (s; default 10). */
+  connectSeconds?: number;
 }
 
 export interface QueueReport {
@@ -94,6 +96,17 @@ export async function extractOnQueue(
   flow.on('error', onError);
 
   try {
+    // A Redis that is not there at all (a typo in the URL, the server not started) is an error, not something to
+    // wait out: only an outage once the run is going is (ioredis reconnects then).
+    let timer: NodeJS.Timeout | undefined;
+    const connectMs = (opts.connectSeconds ?? 10) * 1000;
+    await Promise.race([
+      shardQueue.waitUntilReady(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new GraftError(`cannot reach the queue at ${conn.display} (no answer in ${connectMs / 1000} s): is redis-server running there, and the URL right?`)), connectMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    down = false;
     // Every shard: already done (completed in Redis, or every image in the cache), or still to do.
     const all: Pending[] = [];
     for (let i = 0; i * shardSize < paths.length; i++) all.push({ id: `${run}-${i}`, paths: paths.slice(i * shardSize, (i + 1) * shardSize) });
