@@ -23,7 +23,7 @@ export async function runExtraction(backbone: Backbone, paths: string[], opts: F
   const cache = opts.cache === false ? undefined : backbone.cacheFor(tensor, opts.cache);
   if (cache) cache.onWriteError = (m) => r?.warn?.(m);
   let queue: QueueReport | undefined;
-  if (opts.queue) {
+  if (opts.queue && paths.length > 0) {
     if (!cache) throw new UsageError('--queue needs the feature cache: the workers\' rows reach this machine through it (drop --no-cache)');
     queue = await extractOnQueue(backbone, opts.tensor ?? 'features', paths, cache, { ...opts.queue, batchSize: opts.batchSize, reporter: r, task: `${task} on the queue` });
     const by = queue.workers.length ? ` by ${queue.workers.length} worker(s)` : '';

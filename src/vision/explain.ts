@@ -92,23 +92,27 @@ function toChannelsFirst(data: Float32Array, dims: number[], layout: 'NCHW' | 'N
   return { k, h, w, data: out };
 }
 
+/** The value of an [h, w] map at continuous cell coordinates (u, v), bilinear, clamped to the edges. */
+function sampleAt(map: Float32Array, h: number, w: number, u: number, v: number): number {
+  const y = Math.min(Math.max(v, 0), h - 1);
+  const x = Math.min(Math.max(u, 0), w - 1);
+  const y0 = Math.floor(y);
+  const x0 = Math.floor(x);
+  const y1 = Math.min(y0 + 1, h - 1);
+  const x1 = Math.min(x0 + 1, w - 1);
+  const fy = y - y0;
+  const fx = x - x0;
+  const top = map[y0 * w + x0]! * (1 - fx) + map[y0 * w + x1]! * fx;
+  const bot = map[y1 * w + x0]! * (1 - fx) + map[y1 * w + x1]! * fx;
+  return top * (1 - fy) + bot * fy;
+}
+
 /** Bilinear upsampling of an [h, w] map to [H, W] (half-pixel centres, edges clamped). */
 export function upsample(map: Float32Array, h: number, w: number, H: number, W: number): Float32Array {
   const out = new Float32Array(H * W);
   for (let y = 0; y < H; y++) {
-    const sy = Math.min(Math.max((y + 0.5) * (h / H) - 0.5, 0), h - 1);
-    const y0 = Math.floor(sy);
-    const y1 = Math.min(y0 + 1, h - 1);
-    const fy = sy - y0;
-    for (let x = 0; x < W; x++) {
-      const sx = Math.min(Math.max((x + 0.5) * (w / W) - 0.5, 0), w - 1);
-      const x0 = Math.floor(sx);
-      const x1 = Math.min(x0 + 1, w - 1);
-      const fx = sx - x0;
-      const top = map[y0 * w + x0]! * (1 - fx) + map[y0 * w + x1]! * fx;
-      const bot = map[y1 * w + x0]! * (1 - fx) + map[y1 * w + x1]! * fx;
-      out[y * W + x] = top * (1 - fy) + bot * fy;
-    }
+    const v = (y + 0.5) * (h / H) - 0.5;
+    for (let x = 0; x < W; x++) out[y * W + x] = sampleAt(map, h, w, (x + 0.5) * (w / W) - 0.5, v);
   }
   return out;
 }
@@ -116,24 +120,13 @@ export function upsample(map: Float32Array, h: number, w: number, H: number, W: 
 /** The input-grid map drawn in the photo's own pixel grid (what the model did not see, outside a crop, is 0). */
 export function mapOnPhoto(inputMap: Float32Array, g: Geometry, photoW: number, photoH: number): Float32Array {
   const out = new Float32Array(photoW * photoH);
-  const { width: W, height: H } = g;
   for (let y = 0; y < photoH; y++) {
     const v = (y + 0.5) * g.sy - 0.5 - g.top;
-    if (v < -0.5 || v > H - 0.5) continue;
-    const vy = Math.min(Math.max(v, 0), H - 1);
-    const y0 = Math.floor(vy);
-    const y1 = Math.min(y0 + 1, H - 1);
-    const fy = vy - y0;
+    if (v < -0.5 || v > g.height - 0.5) continue;
     for (let x = 0; x < photoW; x++) {
       const u = (x + 0.5) * g.sx - 0.5 - g.left;
-      if (u < -0.5 || u > W - 0.5) continue;
-      const ux = Math.min(Math.max(u, 0), W - 1);
-      const x0 = Math.floor(ux);
-      const x1 = Math.min(x0 + 1, W - 1);
-      const fx = ux - x0;
-      const top = inputMap[y0 * W + x0]! * (1 - fx) + inputMap[y0 * W + x1]! * fx;
-      const bot = inputMap[y1 * W + x0]! * (1 - fx) + inputMap[y1 * W + x1]! * fx;
-      out[y * photoW + x] = top * (1 - fy) + bot * fy;
+      if (u < -0.5 || u > g.width - 0.5) continue;
+      out[y * photoW + x] = sampleAt(inputMap, g.height, g.width, u, v);
     }
   }
   return out;

@@ -48,8 +48,8 @@ export function registerExplain(program: Command): void {
           out(`${displayPath(r.image)}: ${displayPath(r.class)} ${(100 * r.probability).toFixed(1)}%${f}`);
         }
         if (res.summary) out(`average over ${res.summary.n}: removing the 20% most relevant pixels costs ${(100 * res.summary.drop20).toFixed(1)} points of probability, a random 20% ${(100 * res.summary.drop20Random).toFixed(1)}; chart ${displayPath(res.summary.chart)}`);
-        out(`maps written to ${displayPath(o.out)} (layer ${displayPath(res.layer)})`);
+        if (res.results.length) out(`maps written to ${displayPath(o.out)} (layer ${displayPath(res.layer)})`);
       }
-      if (!res.results.length) throw new GraftError('no image could be read');
+      if (!res.results.length) throw new GraftError(images.length === 1 ? `no image could be read in ${displayPath(images[0]!)}` : 'no image could be read');
     });
 }
