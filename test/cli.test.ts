@@ -1,7 +1,7 @@
 /** The CLI as a user meets it: exit codes, one-line errors, --help, --json. Runs the built entry point via tsx. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +49,14 @@ describe('graft CLI', () => {
     assert.match(r.stderr, /unknown option '--frobnicate'/);
     assert.equal(graft('train').code, 2);
     assert.equal(graft('nosuchcommand').code, 2);
+    // An empty folder is said, not reported as 0 images extracted.
+    const emptyDir = join(dir, 'empty-folder');
+    mkdirSync(emptyDir, { recursive: true });
+    const tiny = join(dir, 'tiny-for-empty.onnx');
+    writeFileSync(tiny, tinyClassifier());
+    const empty = graft('extract', tiny, emptyDir);
+    assert.equal(empty.code, 1, empty.stderr);
+    assert.match(empty.stderr, /graft: no image could be read in .*empty-folder \(no image files found\)/);
     // A head that fine-tuning cannot train is refused, not silently replaced by a linear one.
     const mlp = graft('train', 'data', '--model', 'm.onnx', '--out', 'o', '--finetune', '1', '--head', 'mlp');
     assert.equal(mlp.code, 2);

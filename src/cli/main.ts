@@ -224,8 +224,15 @@ export function buildProgram(): Command {
       queue: queueOption(o),
       reporter: r,
     });
-    if (o.json) return printJson(res);
+    // A folder with no readable image is a mistake to say, not a success with 0 rows (the JSON still reports it).
+    const none = () => new GraftError(`no image could be read in ${displayPath(dir)}${res.skipped.length ? ` (${res.skipped.length} file(s) skipped)` : ' (no image files found)'}`);
+    if (o.json) {
+      printJson(res);
+      if (res.n === 0) throw none();
+      return;
+    }
     printSkipped(res.skipped);
+    if (res.n === 0) throw none();
     out(`${res.n} images -> ${res.dim}-d features in ${res.seconds.toFixed(2)} s (${res.imagesPerSecond.toFixed(1)} img/s; ${res.fromCache} from cache, ${res.computed} computed)`);
     if (res.out) out(`written ${displayPath(res.out.features)} and ${displayPath(res.out.index)}`);
   });
