@@ -1,4 +1,4 @@
-import { ImageError } from '../errors.js';
+import { ImageError, InterruptedError } from '../errors.js';
 import { augmentKey, loadAugmentedInto, type AugmentParams } from '../image/augment.js';
 import type { DecodeOptions } from '../image/decode.js';
 import { loadInto } from '../image/preprocess.js';
@@ -24,6 +24,8 @@ export interface ExtractOptions {
    * and with a cache, one zero image is run first to learn it.
    */
   dim?: number;
+  /** Stop between batches (InterruptedError) once the batches already started have settled. */
+  signal?: AbortSignal;
 }
 
 export interface ExtractResult {
@@ -141,6 +143,11 @@ export async function extractFeatures(
   let fromCache = 0;
   let computed = 0;
   for (let b = 0; b < starts.length; b++) {
+    if (opts.signal?.aborted) {
+      // Let the started batches settle first: a batch failing after we left would be an unhandled rejection.
+      await Promise.allSettled(jobs.slice(b));
+      throw new InterruptedError('feature extraction interrupted');
+    }
     for (let j = jobs.length; j < Math.min(starts.length, b + ahead); j++) jobs.push(run(starts[j]!));
     const start = starts[b]!;
     const { cur, out } = await jobs[b]!;

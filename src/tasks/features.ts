@@ -13,6 +13,8 @@ export interface FeatureRunOptions {
   task?: string;
   /** Compute the rows on a BullMQ worker pool (`graft worker`) first; they arrive through the feature cache. */
   queue?: QueueOptions;
+  /** Stop between batches (InterruptedError). */
+  signal?: AbortSignal;
 }
 
 /** Extract one tensor over files with progress and (by default) the on-disk cache. */
@@ -33,6 +35,7 @@ export async function runExtraction(backbone: Backbone, paths: string[], opts: F
   const res = await (opts.tensor === 'logits' ? backbone.logits.bind(backbone) : backbone.features.bind(backbone))(paths, {
     batchSize: opts.batchSize,
     cache,
+    signal: opts.signal,
     onProgress: (p) => r?.update?.(task, p.done, p.fromCache ? `${p.fromCache} from cache` : undefined),
   });
   r?.end?.(task);

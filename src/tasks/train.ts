@@ -8,6 +8,7 @@ import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { topLossesPng } from '../learn/top-losses.js';
 import { RUN_FILES, RUN_FORMAT, RUN_VERSION, runModelPaths, saveRun, type RunConfig } from '../learn/run.js';
 import { writeJsonAtomic } from '../util/fs.js';
+import { InterruptedError } from '../errors.js';
 import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
 import { join } from 'node:path';
 import { runExtraction } from './features.js';
@@ -33,6 +34,10 @@ export interface TrainRunOptions {
   reporter?: Reporter;
   /** Compute the features on a `graft worker` pool (see tasks/features.ts). */
   queue?: QueueOptions;
+  /** Cancel: stops between extraction batches and between epochs with InterruptedError; nothing is written. */
+  signal?: AbortSignal;
+  /** Each epoch's log as it ends (live curves). */
+  onEpoch?: (e: EpochLog) => void;
 }
 
 export interface FeatureSet { x: Float32Array; n: number; d: number; y: Int32Array; items: DatasetItem[] }
@@ -115,7 +120,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
   for (const w of backbone.ref.warnings) r?.warn?.(w);
   try {
     const t0 = performance.now();
-    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r, queue: opts.queue };
+    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r, queue: opts.queue, signal: opts.signal };
     const trainRes = await runExtraction(backbone, trainItems.map((i) => i.path), { ...common, task: 'train features' });
     const valRes = await runExtraction(backbone, valItems.map((i) => i.path), { ...common, task: 'val features' });
     const tFeat = (performance.now() - t0) / 1000;
@@ -129,7 +134,11 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
     r?.start?.('training', headOpts.epochs ?? 100, 'epoch');
     const trained = await trainHead(train, val.n > 0 ? val : undefined, classes, {
       ...headOpts,
-      onEpoch: (e) => r?.update?.('training', e.epoch, e.valAcc !== undefined ? `val acc ${e.valAcc.toFixed(4)}` : undefined),
+      onEpoch: (e) => {
+        if (opts.signal?.aborted) throw new InterruptedError('training interrupted');
+        opts.onEpoch?.(e);
+        r?.update?.('training', e.epoch, e.valAcc !== undefined ? `val acc ${e.valAcc.toFixed(4)}` : undefined);
+      },
     } as TrainOptions);
     r?.end?.('training');
     const tTrain = (performance.now() - t1) / 1000;

@@ -3,6 +3,7 @@
  * of the class's log-probability, with a total-variation penalty that keeps the picture smooth and a random jitter
  * each step (transformation robustness), optionally an L2 penalty; Adam on a Laplacian-pyramid parameterisation.
  */
+import { InterruptedError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { mulberry32 } from '../util/random.js';
 import type { DiffClassifier } from './classifier.js';
@@ -19,6 +20,11 @@ export interface DreamOptions {
   jitter?: number;
   seed?: number;
   onStep?: (s: { step: number; loss: number; probability: number }) => void;
+  /** Called every `imageEvery` steps (default 10) with the picture as it is: the page shows it forming. */
+  onImage?: (step: number, image: RgbImage) => void;
+  imageEvery?: number;
+  /** Stop at the next step with InterruptedError. */
+  signal?: AbortSignal;
 }
 
 export interface DreamResult {
@@ -201,6 +207,13 @@ export function totalVariation(img: RgbImage): number {
   return sum / n / 255;
 }
 
+/** The [0, 1] float picture as 8-bit pixels. */
+function toPicture(x: Float32Array, width: number, height: number): RgbImage {
+  const data = Buffer.alloc(x.length);
+  for (let i = 0; i < x.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(x[i]! * 255)));
+  return { data, width, height };
+}
+
 export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<DreamResult> {
   const t0 = performance.now();
   const [h, w] = model.spec.size;
@@ -272,11 +285,14 @@ export async function dream(model: DiffClassifier, opts: DreamOptions): Promise<
     const rec = { step, loss, probability };
     history.push(rec);
     opts.onStep?.(rec);
+    if (opts.onImage && (step % (opts.imageEvery ?? 10) === 0 || step === steps)) {
+      render(); // the sums are rebuilt at the start of every step, so this extra render changes nothing
+      opts.onImage(step, toPicture(x, w, h));
+    }
+    if (opts.signal?.aborted) throw new InterruptedError(`ideal image stopped at step ${step}`);
   }
   render();
   const final = Math.exp(-(await model.crossEntropy(x, 1, targets)).loss);
-  const data = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) data[i] = Math.max(0, Math.min(255, Math.round(x[i]! * 255)));
-  const picture = { data, width: w, height: h };
+  const picture = toPicture(x, w, h);
   return { image: picture, probability: final, history, totalVariation: totalVariation(picture), seconds: (performance.now() - t0) / 1000 };
 }

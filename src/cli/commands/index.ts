@@ -8,6 +8,7 @@ import { register as registerFeaturemaps } from './featuremaps.js';
 import { register as registerLrFind } from './lr-find.js';
 import { registerWorker } from './worker.js';
 import { registerExplain } from './explain.js';
+import { registerServe } from './serve.js';
 
 /**
  * Commands that live in their own module: each exports `register(program)` adding one subcommand (use `withCommon`
@@ -24,4 +25,5 @@ export const COMMANDS: ((program: Command) => void)[] = [
   registerLrFind,
   registerWorker,
   registerExplain,
+  registerServe,
 ];

@@ -1,0 +1,95 @@
+/** What every route of `graft serve` shares: models kept warm, projects, jobs, limits. */
+import type { FastifyReply } from 'fastify';
+import { GraftError, ImageError } from '../errors.js';
+import type { DiffClassifier } from '../vision/classifier.js';
+import { loadClassifier } from '../vision/classifier.js';
+import type { JobQueue } from './jobs.js';
+import { PredictorPool, RequestError, resolveModelParam, type ModelAccess } from './predictors.js';
+import type { ProjectStore } from './projects.js';
+
+export interface Limits {
+  /** Largest request body (an upload), bytes. */
+  bodyBytes: number;
+  /** Largest image, in pixels (from its header, before decoding). */
+  imagePixels: number;
+  /** Longest a request may take, ms. */
+  requestMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  bodyBytes: 25 * 1024 * 1024,
+  // 40 MP: a 7000x5700 photo; the decode of one takes ~0.5 GB at most, so a handful at once stays in memory.
+  imagePixels: 40_000_000,
+  requestMs: 120_000,
+};
+
+export interface ServerContext {
+  access: ModelAccess;
+  pool: PredictorPool;
+  projects: ProjectStore;
+  jobs: JobQueue;
+  limits: Limits;
+  classifiers: ClassifierCache;
+  threads?: number;
+}
+
+/** Differentiable classifiers (attack, ideal image) kept warm: building their gradient programs takes seconds. */
+export class ClassifierCache {
+  private entries = new Map<string, Promise<DiffClassifier>>();
+  constructor(
+    private readonly access: ModelAccess,
+    private readonly max = 2,
+  ) {}
+
+  async get(param: string | undefined): Promise<DiffClassifier> {
+    const target = await resolveModelParam(param, this.access);
+    const source = target.kind === 'catalog' ? target.name : target.path;
+    let p = this.entries.get(source);
+    if (p) {
+      this.entries.delete(source);
+      this.entries.set(source, p);
+      return p;
+    }
+    p = loadClassifier(source);
+    this.entries.set(source, p);
+    p.catch(() => this.entries.delete(source));
+    while (this.entries.size > this.max) {
+      const [k, old] = this.entries.entries().next().value as [string, Promise<DiffClassifier>];
+      this.entries.delete(k);
+      void old.then((c) => c.dispose()).catch(() => undefined);
+    }
+    return p;
+  }
+
+  /** Forget a run's classifier (it was retrained). */
+  forget(prefix: string): void {
+    for (const [k, p] of this.entries) {
+      if (!k.startsWith(prefix)) continue;
+      this.entries.delete(k);
+      void p.then((c) => c.dispose()).catch(() => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((p) => p.then((c) => c.dispose()).catch(() => undefined)));
+  }
+}
+
+/** The HTTP status and message for an error a route let through. */
+export function errorReply(err: unknown): { status: number; message: string } {
+  if (err instanceof RequestError) return { status: err.status, message: err.message };
+  if (err instanceof ImageError) return { status: 400, message: `the upload: ${err.reason}` };
+  const fe = err as { statusCode?: number; code?: string; message?: string };
+  if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { status: 413, message: 'the upload is larger than this server accepts' };
+  if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { status: fe.statusCode ?? 400, message: fe.message ?? 'bad request' };
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return { status: fe.statusCode, message: fe.message ?? 'bad request' };
+  if (err instanceof GraftError) return { status: 422, message: err.message };
+  return { status: 500, message: `internal error: ${(err as Error)?.message ?? String(err)}` };
+}
+
+export function sendError(reply: FastifyReply, err: unknown): FastifyReply {
+  const { status, message } = errorReply(err);
+  return reply.code(status).send({ error: message });
+}

@@ -1,0 +1,63 @@
+/**
+ * What the page's evaluate step shows for a project run: every validation image with its true and predicted class
+ * (so a confusion-matrix cell opens its images), per-class precision/recall and the top losses. The run folder does
+ * not keep per-image predictions, so they are recomputed on the same seeded split (features come from the cache).
+ */
+import { join } from 'node:path';
+import { argmaxRows, evaluate, type Evaluation } from '../learn/metrics.js';
+import { loadRun } from '../learn/run.js';
+import { runBackbone } from '../tasks/evaluate.js';
+import { runExtraction } from '../tasks/features.js';
+import { openTrainVal, toFeatureSet } from '../tasks/train.js';
+import { readJsonFile } from './read-json.js';
+
+export interface PageItem { image: string; true: number; predicted: number; probability: number; trueProbability: number; loss: number }
+
+export interface PageEvaluation {
+  run: string;
+  classes: string[];
+  mode: 'frozen' | 'finetune';
+  evaluation: Omit<Evaluation, 'mostConfidentlyWrong'>;
+  /** Validation images, the most confidently wrong first, then by loss. */
+  items: PageItem[];
+  history: unknown[];
+  model: string;
+}
+
+const cache = new Map<string, Promise<PageEvaluation>>();
+
+export function pageEvaluation(runDir: string, run: string, imageId: (path: string) => string | undefined, threads?: number): Promise<PageEvaluation> {
+  let p = cache.get(runDir);
+  if (!p) {
+    p = compute(runDir, run, imageId, threads);
+    cache.set(runDir, p);
+    p.catch(() => cache.delete(runDir));
+    if (cache.size > 8) cache.delete(cache.keys().next().value!);
+  }
+  return p;
+}
+
+async function compute(runDir: string, run: string, imageId: (path: string) => string | undefined, threads?: number): Promise<PageEvaluation> {
+  const r = await loadRun(runDir);
+  const d = r.config.data;
+  const { valItems, classes } = await openTrainVal({ data: d.train, val: d.val, valFraction: d.valFraction ?? 0.2 }, d.splitSeed ?? 0);
+  const backbone = await runBackbone(r, { threads });
+  try {
+    const res = await runExtraction(backbone, valItems.map((i) => i.path), {});
+    const set = toFeatureSet(valItems, res);
+    const proba = r.head.predictProba(set.x, set.n);
+    const C = classes.length;
+    const pred = argmaxRows(proba, set.n, C);
+    const { mostConfidentlyWrong: _w, ...evaluation } = evaluate(proba, set.y, classes, set.items, 0);
+    const items: PageItem[] = set.items.map((it, i) => {
+      const t = set.y[i]!;
+      const tp = proba[i * C + t]!;
+      return { image: imageId(it.path) ?? it.path, true: t, predicted: pred[i]!, probability: proba[i * C + pred[i]!]!, trueProbability: tp, loss: -Math.log(Math.max(tp, 1e-15)) };
+    });
+    items.sort((a, b) => b.loss - a.loss);
+    const history = (await readJsonFile(join(runDir, 'history.json')).catch(() => [])) as unknown[];
+    return { run, classes, mode: r.config.model.path.endsWith('model.onnx') && r.config.model.path.startsWith(runDir) ? 'finetune' : 'frozen', evaluation, items, history, model: r.config.model.source };
+  } finally {
+    await backbone.dispose();
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Models the server predicts with, loaded once and kept warm: a catalog name, an .onnx file or a run folder, each
+ * behind one MicroBatcher so that concurrent requests share ONNX Runtime runs.
+ */
+import { realpath, stat } from 'node:fs/promises';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { Backbone, softmaxRows, topK, type Prediction } from '../engine/backbone.js';
+import { GraftError, UsageError } from '../errors.js';
+import type { DecodeOptions } from '../image/decode.js';
+import { loadTensor } from '../image/preprocess.js';
+import type { PreprocessSpec } from '../image/spec.js';
+import { isRunDir, loadRun } from '../learn/run.js';
+import { findEntry } from '../models/catalog.js';
+import { runBackbone } from '../tasks/evaluate.js';
+import { MicroBatcher } from './batcher.js';
+
+/** A request the client got wrong: answered with `status` and `{error: message}`. */
+export class RequestError extends GraftError {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message, 1);
+    this.name = 'RequestError';
+  }
+}
+
+export interface Predictor {
+  /** What the client asked for, as resolved (catalog name or path). */
+  readonly model: string;
+  readonly kind: 'run' | 'model';
+  readonly labels: string[] | undefined;
+  readonly spec: PreprocessSpec;
+  readonly batcher: MicroBatcher;
+  /** Decode an uploaded image and classify it; ImageError when the bytes are not a usable image. */
+  predict(image: Buffer, top: number, decode?: DecodeOptions): Promise<Prediction[]>;
+  dispose(): Promise<void>;
+}
+
+/** Where a model parameter points, once checked. */
+export type ModelTarget = { kind: 'catalog'; name: string } | { kind: 'path'; path: string; run: boolean };
+
+export interface ModelAccess {
+  /** Folders whose files may be named in `model=` (real paths). */
+  roots: string[];
+  /** Resolves graft's own names for runs, e.g. a project's id (see projects.ts); undefined when not one. */
+  named?: (param: string) => Promise<string | undefined>;
+}
+
+function inside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..' + sep) && rel !== '..' && !isAbsolute(rel));
+}
+
+/**
+ * Check a `model=` parameter: a catalog name, graft's own name for a run (a project), or a path to an .onnx file or
+ * a run folder inside one of the allowed folders (after following links). Nothing else can be read through it.
+ */
+export async function resolveModelParam(param: string | undefined, access: ModelAccess): Promise<ModelTarget> {
+  if (!param) throw new RequestError('model= is required: a catalog name (see GET /api/models), a project id, or a path to an .onnx file or run folder', 400);
+  const named = await access.named?.(param);
+  if (named) return { kind: 'path', path: named, run: true };
+  if (findEntry(param)) return { kind: 'catalog', name: param };
+  if (/^[a-z0-9][a-z0-9._-]*$/i.test(param) && !/\.onnx$/i.test(param)) {
+    throw new RequestError(`model=${param}: not a catalog model nor a project of this server (GET /api/models lists the catalog)`, 404);
+  }
+  const abs = resolve(param);
+  let real: string;
+  try {
+    real = await realpath(abs);
+  } catch {
+    throw new RequestError(`model=${param}: no such file or folder`, 404);
+  }
+  if (!access.roots.some((r) => inside(r, real))) {
+    throw new RequestError(`model=${param}: outside the folders this server reads models from (start graft serve with --models-dir to allow it)`, 403);
+  }
+  const st = await stat(real);
+  if (st.isDirectory()) {
+    if (!(await isRunDir(real))) throw new RequestError(`model=${param}: a folder that is not a graft run (no config.json of a run)`, 400);
+    return { kind: 'path', path: real, run: true };
+  }
+  if (!/\.onnx$/i.test(real)) throw new RequestError(`model=${param}: not an .onnx file nor a run folder`, 400);
+  return { kind: 'path', path: real, run: false };
+}
+
+/** Load a predictor for a checked target. */
+async function loadPredictor(target: ModelTarget, threads: number | undefined): Promise<Predictor> {
+  const source = target.kind === 'catalog' ? target.name : target.path;
+  if (target.kind === 'path' && target.run) {
+    const run = await loadRun(target.path);
+    const backbone = await runBackbone(run, { threads });
+    const head = run.head;
+    return makePredictor(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => head.predictProba(rows, n));
+  }
+  const backbone = await Backbone.load(source, { threads });
+  const logits = backbone.ref.logitsTensor;
+  if (!logits) {
+    await backbone.dispose();
+    throw new RequestError(`model=${source}: this model has no classifier output; train a head on it (a project, or graft train) and predict with the run`, 400);
+  }
+  const asProba = backbone.ref.logitsAreProbabilities;
+  return makePredictor(source, 'model', backbone.ref.labels, backbone, logits, (rows, n) => (asProba ? rows : softmaxRows(rows, n)));
+}
+
+function makePredictor(
+  model: string,
+  kind: 'run' | 'model',
+  labels: string[] | undefined,
+  backbone: Backbone,
+  tensor: string,
+  toProba: (rows: Float32Array, n: number) => Float32Array,
+): Predictor {
+  const spec = backbone.spec;
+  const rowLength = 3 * spec.size[0] * spec.size[1];
+  const batcher = new MicroBatcher({
+    rowLength,
+    lanes: Math.max(1, backbone.ort.concurrency),
+    async run(input, n) {
+      const out = (await backbone.runTensor(input, n))[tensor];
+      if (!out) throw new Error(`${model}: the model gave no ${tensor}`);
+      const proba = toProba(out.data, n);
+      const c = proba.length / n;
+      return Array.from({ length: n }, (_, i) => proba.slice(i * c, (i + 1) * c));
+    },
+  });
+  return {
+    model,
+    kind,
+    labels,
+    spec,
+    batcher,
+    async predict(image, top, decode) {
+      const x = await loadTensor(image, spec, { ...decode, name: 'the upload' });
+      const row = await batcher.submit(x);
+      return topK(row, labels, Math.max(1, Math.min(top, row.length)));
+    },
+    async dispose() {
+      await batcher.close();
+      await backbone.dispose();
+    },
+  };
+}
+
+/**
+ * Predictors kept warm, at most `max` of them (least recently used unloaded first). A run folder is keyed with its
+ * config's modification time, so retraining into the same folder loads the new head.
+ */
+export class PredictorPool {
+  private entries = new Map<string, Promise<Predictor>>();
+
+  constructor(
+    private readonly access: ModelAccess,
+    private readonly opts: { max?: number; threads?: number } = {},
+  ) {}
+
+  async get(param: string | undefined): Promise<Predictor> {
+    const target = await resolveModelParam(param, this.access);
+    let key = target.kind === 'catalog' ? `catalog:${target.name}` : `path:${target.path}`;
+    if (target.kind === 'path' && target.run) key += `@${(await stat(resolve(target.path, 'config.json'))).mtimeMs}`;
+    let p = this.entries.get(key);
+    if (p) {
+      this.entries.delete(key); // re-insert: most recently used last
+      this.entries.set(key, p);
+      return p;
+    }
+    p = loadPredictor(target, this.opts.threads);
+    this.entries.set(key, p);
+    p.catch(() => this.entries.delete(key));
+    await this.evict();
+    return p;
+  }
+
+  private async evict(): Promise<void> {
+    const max = this.opts.max ?? 3;
+    while (this.entries.size > max) {
+      const [key, p] = this.entries.entries().next().value as [string, Promise<Predictor>];
+      this.entries.delete(key);
+      void p.then((m) => m.dispose()).catch(() => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((p) => p.then((m) => m.dispose()).catch(() => undefined)));
+  }
+}
+
+export { UsageError };
