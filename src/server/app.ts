@@ -99,7 +99,7 @@ export async function buildApp(opts: AppOptions = {}): Promise<{ app: FastifyIns
   await app.register(rateLimit, {
     max: opts.rateLimit ?? 6000,
     timeWindow: 60_000,
-    errorResponseBuilder: (_req, c) => ({ statusCode: 429, error: `too many requests: at most ${c.max} a minute from one client; retry in ${Math.ceil(c.ttl / 1000)} s` }),
+    errorResponseBuilder: (_req, c) => ({ statusCode: 429, message: `too many requests: at most ${c.max} a minute from one client; retry in ${Math.ceil(c.ttl / 1000)} s` }),
   });
 
   if (opts.token) {
