@@ -367,3 +367,47 @@ describe('graft serve: token, host and rate limits', { skip: SKIP_SHARED }, () =
     }
   });
 });
+
+describe('graft serve: shutdown and the command line', { skip: SKIP_SHARED }, () => {
+  test('shutting down stops a running fine-tune at a checkpoint: no run appears, the checkpoint stays for --resume', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'graft-serve-stop-'));
+    const { app: a } = await buildApp({ projectsDir: join(d, 'p'), modelsDirs: [SHARED!] });
+    try {
+      const id = (await a.inject({ method: 'POST', url: '/api/projects', payload: { name: 'stop', backbone: MOBILENET, classes: ['cats', 'dogs'] } })).json().id;
+      for (const [cls, list] of [['cats', await photos('train', 'cats', 6, 40)], ['dogs', await photos('train', 'dogs', 6, 40)]] as const) {
+        for (const im of list) assert.equal((await a.inject({ method: 'POST', url: `/api/projects/${id}/classes/${cls}/images`, payload: im.bytes, headers: { 'content-type': 'image/jpeg' } })).statusCode, 201);
+      }
+      const job = (await a.inject({ method: 'POST', url: `/api/projects/${id}/train`, payload: { mode: 'finetune', blocks: 1, epochs: 200, patience: 1000 } })).json();
+      // Wait for the first finished epoch, then close the server.
+      const t0 = Date.now();
+      for (;;) {
+        const j = (await a.inject({ url: `/api/jobs/${job.id}` })).json();
+        assert.ok(!['failed', 'done'].includes(j.state), JSON.stringify(j));
+        if (j.progress?.task === 'fine-tuning' && j.progress.done >= 1) break;
+        assert.ok(Date.now() - t0 < 120_000, 'no epoch within 2 minutes');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await a.close();
+      const runDirs = await readdir(join(d, 'p', id, 'runs'));
+      assert.equal(runDirs.length, 1);
+      const files = await readdir(join(d, 'p', id, 'runs', runDirs[0]!));
+      assert.ok(!files.includes('config.json'), `not a finished run: ${files.join(', ')}`);
+      assert.ok((await readdir(join(d, 'p', id, 'runs', runDirs[0]!, 'checkpoints'))).includes('last.ckpt'), files.join(','));
+    } finally {
+      await a.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  test('graft serve --help, and a non-loopback host without a token is a usage error (exit 2)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'src', 'cli', 'entry.ts'), 'serve', ...args], { encoding: 'utf8', timeout: 60_000 });
+    const help = cli('--help');
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /--token/);
+    assert.match(help.stdout, /\/api\/openapi\.json/);
+    const open = cli('--host', '0.0.0.0', '--port', '0');
+    assert.equal(open.status, 2, open.stderr);
+    assert.match(open.stderr, /--host 0\.0\.0\.0 .*--token/);
+  });
+});

@@ -18,6 +18,8 @@ export const TrainRequestSchema = z
     mode: z.enum(['frozen', 'finetune']).default('frozen'),
     blocks: z.number().int().min(1).max(20).default(1),
     epochs: z.number().int().min(1).max(500).optional(),
+    /** Early stopping: epochs without a lower validation loss before stopping (the best epoch is kept). */
+    patience: z.number().int().min(1).max(1000).optional(),
     /** Augmented views per training image (fine-tuning only; 0 = none). */
     augment: z.number().int().min(0).max(8).default(0),
     valFraction: z.number().gt(0).lt(1).default(0.2),
@@ -83,7 +85,7 @@ export async function runTrainJob(store: ProjectStore, projectId: string, req: T
   const common = { data: store.dataDir(projectId), model: project.backbone, out, seed: req.seed, valFraction: req.valFraction, reporter, backbone: { threads } };
   try {
     if (req.mode === 'frozen') {
-      const res = await trainRun({ ...common, head: { kind: 'linear', ...(req.epochs && { epochs: req.epochs }) }, signal: ctx.signal, onEpoch });
+      const res = await trainRun({ ...common, head: { kind: 'linear', ...(req.epochs && { epochs: req.epochs }), ...(req.patience && { patience: req.patience }) }, signal: ctx.signal, onEpoch });
       return { run, mode: req.mode, validation: { accuracy: res.validation.accuracy, n: res.validation.n }, bestEpoch: res.bestEpoch, counts: res.counts };
     }
     const res = await finetuneRun({
@@ -91,13 +93,13 @@ export async function runTrainJob(store: ProjectStore, projectId: string, req: T
       blocks: req.blocks,
       signal: ctx.signal,
       ...(req.augment > 0 && { augment: { views: req.augment } }),
-      finetune: { ...(req.epochs && { epochs: req.epochs }), onEpoch },
+      finetune: { ...(req.epochs && { epochs: req.epochs }), ...(req.patience && { patience: req.patience }), onEpoch },
     });
     return { run, mode: req.mode, validation: { accuracy: res.validation.accuracy, n: res.validation.n }, bestEpoch: res.bestEpoch, counts: res.counts };
   } catch (err) {
     // A cancelled or failed job leaves no half-made run behind (fine-tuning writes its options and checkpoints into
     // the folder as it goes; a frozen run is only ever renamed into place whole). A fine-tune stopped by the server
-    // shutting down keeps its checkpoint: `graft finetune --resume <folder>` finishes it.
+    // shutting down keeps its checkpoint: `graft train --resume <folder>` finishes it.
     const shutdown = ctx.signal.aborted && ctx.signal.reason === 'shutdown';
     if (!(shutdown && req.mode === 'finetune')) await rm(out, { recursive: true, force: true }).catch(() => undefined);
     throw err;

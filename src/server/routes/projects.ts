@@ -115,7 +115,7 @@ export async function projectRoutes(app: FastifyInstance, ctx: ServerContext): P
     schema: {
       tags,
       summary: 'Train the project (a job)',
-      body: { type: 'object', properties: { mode: { type: 'string', enum: ['frozen', 'finetune'] }, blocks: { type: 'integer' }, epochs: { type: 'integer' }, augment: { type: 'integer' }, valFraction: { type: 'number' }, seed: { type: 'integer' } } },
+      body: { type: 'object', properties: { mode: { type: 'string', enum: ['frozen', 'finetune'] }, blocks: { type: 'integer' }, epochs: { type: 'integer' }, patience: { type: 'integer' }, augment: { type: 'integer' }, valFraction: { type: 'number' }, seed: { type: 'integer' } } },
     },
   }, wrap(async (req, reply) => {
     const id = req.params.id;
