@@ -1,3 +1,4 @@
+import { parseTta } from '../image/tta.js';
 import { Command, CommanderError, Option } from 'commander';
 import { GraftError, UsageError } from '../errors.js';
 import { describeFsError } from '../util/fs.js';
@@ -13,6 +14,9 @@ import { cliReporter } from './progress.js';
 import { displayPath, out, pct, printJson, withCommon, type Common } from './output.js';
 import { COMMANDS } from './commands/index.js';
 import { addFinetuneOptions, finetuneDataOptions, finetuneOptions, interruptible, type FinetuneFlags } from './finetune-flags.js';
+
+const TTA_HELP = 'test-time augmentation: average each image\'s features over views: flip (2 views) or crop (6 views: + four corner crops)';
+const TTA_RUN_HELP = 'test-time augmentation: none, flip or crop (default: what the run was trained with; for a bare model, none)';
 
 function summariseEvaluation(e: Evaluation): void {
   out(`accuracy ${pct(e.accuracy)}  balanced accuracy ${pct(e.balancedAccuracy)}  log loss ${e.logLoss.toFixed(4)}  (${e.n} images)`);
@@ -66,7 +70,8 @@ export function buildProgram(): Command {
         .option('--dropout <p>', 'dropout: after the MLP hidden layer; with --finetune, before the head', floatArg('--dropout', 0, 0.95))
         .option('--patience <n>', 'early stopping patience (epochs without better validation loss)', intArg('--patience', 0))
         .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
-        .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
+        .option('--seed <n>', 'random seed', intArg('--seed', 0), 0)
+        .option('--tta <kind>', TTA_HELP),
     )),
   ))
     .addHelpText('after', '\nFine-tuning runs save a checkpoint each epoch; Ctrl-C saves one at the current step and exits with code 130;\n`graft train --resume <run>` continues from it (also after kill -9, from the last finished epoch).')
@@ -78,6 +83,7 @@ export function buildProgram(): Command {
           throw new UsageError(`--head ${String(o.head)} cannot be fine-tuned yet: --finetune trains a linear head with the blocks (drop --head, or train the ${String(o.head)} head on frozen features without --finetune)`);
         }
         if (o.queue !== undefined) throw new UsageError('--queue applies to frozen-feature training; --finetune computes its features on this machine');
+        if (o.tta !== undefined) throw new UsageError('--tta applies to frozen-feature training (features averaged over views); --finetune trains on augmented views instead (--augment)');
         const ft = await interruptible(async (signal, started) => {
           if (o.resume !== undefined) return resumeFinetuneRun(o.resume as string, { reporter: r, signal, finetune: { onStart: started } });
           if (!data || !o.model || !o.out) throw new UsageError('graft train needs <data>, --model and --out');
@@ -123,6 +129,7 @@ export function buildProgram(): Command {
         batchSize: o.batchSize,
         cache: cacheOption(o),
         queue: queueOption(o as unknown as QueueFlags),
+        tta: parseTta(o.tta as string | undefined),
         reporter: r,
       });
       if (o.json) {
@@ -144,10 +151,12 @@ export function buildProgram(): Command {
         .argument('<run>', 'run folder written by graft train, or a model written by graft export')
         .argument('<data>', 'labelled images with the same classes')
         .option('--out <dir>', 'where to write metrics.json and confusion.png (default: <run>/eval/<data name>)')
-        .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto')),
+        .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto'))
+        .option('--tta <kind>', TTA_RUN_HELP),
     ),
-  ).action(async (run: string, data: string, o: ModelFlags & Common & { out?: string; layout: string }) => {
+  ).action(async (run: string, data: string, o: ModelFlags & Common & { out?: string; layout: string; tta?: string }) => {
     const res = await evalRun(run, data, {
+      tta: o.tta === 'none' ? 'none' : parseTta(o.tta),
       layout: o.layout as never,
       out: o.out,
       batchSize: o.batchSize,
@@ -172,6 +181,7 @@ export function buildProgram(): Command {
         .option('--top <k>', 'classes to show per image', intArg('--top'), 5)
         .option('--labels <file>', 'class names for a bare model (JSON array or one per line; default ImageNet-1k)')
         .option('--out <file.jsonl>', 'also write the predictions there, one JSON line per image (for batch runs)')
+        .option('--tta <kind>', TTA_RUN_HELP)
         .addHelpText(
           'after',
           '\nExit codes: 0 when every image was classified; 1 when an input named on the command line is missing, or an\n' +
@@ -179,9 +189,10 @@ export function buildProgram(): Command {
             'make (also with --json); files of other types inside a folder are only listed as skipped. 2: usage error.',
         ),
     ),
-  )).action(async (target: string, images: string[], o: ModelFlags & Common & QueueFlags & { top: number; labels?: string; out?: string }) => {
+  )).action(async (target: string, images: string[], o: ModelFlags & Common & QueueFlags & { top: number; labels?: string; out?: string; tta?: string }) => {
     const r = cliReporter({ quiet: o.quiet });
     const res = await predict(target, images, {
+      tta: o.tta === 'none' ? 'none' : parseTta(o.tta),
       top: o.top,
       labels: o.labels,
       batchSize: o.batchSize,
@@ -212,11 +223,13 @@ export function buildProgram(): Command {
         .summary('compute (and cache) the features of every image below a folder')
         .argument('<model>', 'ONNX model (path or URL)')
         .argument('<dir>', 'folder of images (class folders give labels)')
-        .option('--out <dir>', 'write features.npy and index.json here'),
+        .option('--out <dir>', 'write features.npy and index.json here')
+        .option('--tta <kind>', TTA_HELP),
     ),
-  )).action(async (model: string, dir: string, o: ModelFlags & Common & QueueFlags & { out?: string }) => {
+  )).action(async (model: string, dir: string, o: ModelFlags & Common & QueueFlags & { out?: string; tta?: string }) => {
     const r = cliReporter({ quiet: o.quiet });
     const res = await extractDir(model, dir, {
+      tta: parseTta(o.tta),
       out: o.out,
       batchSize: o.batchSize,
       cache: cacheOption(o),

@@ -40,6 +40,8 @@ export const RunConfigSchema = z.object({
     valCount: z.number(),
   }),
   head: z.record(z.string(), z.unknown()),
+  /** Test-time augmentation the head was trained with (features averaged over views); eval and predict use it too. */
+  tta: z.enum(['flip', 'crop']).optional(),
 });
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 

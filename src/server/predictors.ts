@@ -5,9 +5,11 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { Backbone, softmaxRows, topK, type Prediction } from '../engine/backbone.js';
-import { GraftError, UsageError } from '../errors.js';
+import { GraftError } from '../errors.js';
 import type { DecodeOptions } from '../image/decode.js';
+import { loadAugmentedInto, type AugmentParams } from '../image/augment.js';
 import { loadTensor } from '../image/preprocess.js';
+import { ttaViews } from '../image/tta.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { isRunDir, loadRun } from '../learn/run.js';
 import { findEntry } from '../models/catalog.js';
@@ -90,7 +92,8 @@ async function loadPredictor(target: ModelTarget, threads: number | undefined): 
     const run = await loadRun(target.path);
     const backbone = await runBackbone(run, { threads });
     const head = run.head;
-    return makePredictor(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => head.predictProba(rows, n));
+    const views = run.config.tta ? ttaViews(run.config.tta) : [undefined];
+    return makePredictor(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => head.predictProba(rows, n), views);
   }
   const backbone = await Backbone.load(source, { threads });
   const logits = backbone.ref.logitsTensor;
@@ -99,7 +102,7 @@ async function loadPredictor(target: ModelTarget, threads: number | undefined): 
     throw new RequestError(`model=${source}: this model has no classifier output; train a head on it (a project, or graft train) and predict with the run`, 400);
   }
   const asProba = backbone.ref.logitsAreProbabilities;
-  return makePredictor(source, 'model', backbone.ref.labels, backbone, logits, (rows, n) => (asProba ? rows : softmaxRows(rows, n)));
+  return makePredictor(source, 'model', backbone.ref.labels, backbone, logits, (rows, n) => (asProba ? rows : softmaxRows(rows, n)), [undefined]);
 }
 
 function makePredictor(
@@ -109,6 +112,8 @@ function makePredictor(
   backbone: Backbone,
   tensor: string,
   toProba: (rows: Float32Array, n: number) => Float32Array,
+  /** The views averaged per image (a run trained with TTA is used with it); [undefined] = the plain image. */
+  views: (AugmentParams | undefined)[],
 ): Predictor {
   const spec = backbone.spec;
   const rowLength = 3 * spec.size[0] * spec.size[1];
@@ -118,9 +123,8 @@ function makePredictor(
     async run(input, n) {
       const out = (await backbone.runTensor(input, n))[tensor];
       if (!out) throw new Error(`${model}: the model gave no ${tensor}`);
-      const proba = toProba(out.data, n);
-      const c = proba.length / n;
-      return Array.from({ length: n }, (_, i) => proba.slice(i * c, (i + 1) * c));
+      const c = out.data.length / n;
+      return Array.from({ length: n }, (_, i) => out.data.slice(i * c, (i + 1) * c));
     },
   });
   return {
@@ -130,8 +134,19 @@ function makePredictor(
     spec,
     batcher,
     async predict(image, top, decode) {
-      const x = await loadTensor(image, spec, { ...decode, name: 'the upload' });
-      const row = await batcher.submit(x);
+      const opts = { ...decode, name: 'the upload' };
+      const rows = await Promise.all(
+        views.map(async (v) => {
+          if (!v) return batcher.submit(await loadTensor(image, spec, opts));
+          const x = new Float32Array(rowLength);
+          await loadAugmentedInto(x, 0, image, spec, v, opts);
+          return batcher.submit(x);
+        }),
+      );
+      const mean = rows[0]!.slice();
+      for (const r of rows.slice(1)) for (let j = 0; j < mean.length; j++) mean[j]! += r[j]!;
+      if (rows.length > 1) for (let j = 0; j < mean.length; j++) mean[j]! /= rows.length;
+      const row = toProba(mean, 1);
       return topK(row, labels, Math.max(1, Math.min(top, row.length)));
     },
     async dispose() {
@@ -185,5 +200,3 @@ export class PredictorPool {
     await Promise.all(all.map((p) => p.then((m) => m.dispose()).catch(() => undefined)));
   }
 }
-
-export { UsageError };

@@ -7,6 +7,7 @@ import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { topLossesPng } from '../learn/top-losses.js';
 import { isRunDir, loadRun, type LoadedRun } from '../learn/run.js';
 import { GraftError } from '../errors.js';
+import type { TtaKind } from '../image/tta.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
@@ -32,6 +33,14 @@ export interface EvalRunOptions {
   topWrong?: number;
   backbone?: BackboneOptions;
   reporter?: Reporter;
+  /** Test-time augmentation; default: what the run was trained with ('none' turns it off). */
+  tta?: TtaKind | 'none';
+}
+
+/** The TTA to use: asked for, else the run's. */
+export function ttaFor(asked: TtaKind | 'none' | undefined, run?: { config: { tta?: TtaKind } }): TtaKind | undefined {
+  if (asked === 'none') return undefined;
+  return asked ?? run?.config.tta;
 }
 
 export interface EvalRunResult { evaluation: Evaluation; skipped: Skipped[]; out: string }
@@ -52,6 +61,7 @@ export async function evalRun(runDir: string, data: string, opts: EvalRunOptions
       cache: opts.cache,
       reporter: opts.reporter,
       task: 'features',
+      tta: ttaFor(opts.tta, run),
     });
     const set = toFeatureSet(ds.items, res);
     const evaluation = evaluate(run.head.predictProba(set.x, set.n), set.y, run.config.classes, set.items, opts.topWrong ?? 12);
@@ -72,7 +82,7 @@ async function evalModel(modelPath: string, data: string, opts: EvalRunOptions):
     const { labels, logitsTensor, logitsAreProbabilities } = backbone.ref;
     if (!logitsTensor || !labels) throw new GraftError(`${modelPath}: not a classifier with class names (graft export writes them in a .onnx.json beside the model)`);
     const ds = await openDataset(data, { layout: opts.layout, classes: labels });
-    const res = await runExtraction(backbone, ds.items.map((i) => i.path), { batchSize: opts.batchSize, cache: opts.cache, reporter: opts.reporter, task: 'predict', tensor: 'logits' });
+    const res = await runExtraction(backbone, ds.items.map((i) => i.path), { batchSize: opts.batchSize, cache: opts.cache, reporter: opts.reporter, task: 'predict', tensor: 'logits', tta: ttaFor(opts.tta) });
     const set = toFeatureSet(ds.items, res);
     const proba = logitsAreProbabilities ? set.x : set.n ? softmaxRows(set.x, set.n) : new Float32Array(0);
     const evaluation = evaluate(proba, set.y, labels, set.items, opts.topWrong ?? 12);

@@ -1,3 +1,4 @@
+import type { TtaKind } from '../image/tta.js';
 import { join, resolve } from 'node:path';
 import { datasetFromFiles, openDataset } from '../data/index.js';
 import { Backbone, BackboneOptions } from '../engine/backbone.js';
@@ -17,6 +18,8 @@ export interface ExtractDirOptions {
   reporter?: Reporter;
   /** Compute on a `graft worker` pool over Redis; the result is what a local run writes. */
   queue?: QueueOptions;
+  /** Test-time augmentation: each image's row averaged over fixed views. */
+  tta?: TtaKind;
 }
 
 export interface ExtractDirResult {
@@ -96,6 +99,7 @@ export async function extractDir(model: string, dir: string, opts: ExtractDirOpt
         model: { source: model, sha256: backbone.ref.onnx.info.sha256 },
         tensor: opts.tensor === 'logits' ? backbone.ref.logitsTensor : backbone.ref.featureTensor,
         preprocess: backbone.spec,
+        ...(opts.tta && { tta: opts.tta }),
         shape: [res.kept.length, res.dim],
         root: resolve(dir),
         files: res.kept.map((i) => paths[i]),

@@ -7,7 +7,8 @@ import { Backbone, BackboneOptions, Prediction, softmaxRows, topK } from '../eng
 import type { Skipped } from '../engine/extract.js';
 import { GraftError, UsageError } from '../errors.js';
 import { isRunDir, loadRun } from '../learn/run.js';
-import { runBackbone } from './evaluate.js';
+import { runBackbone, ttaFor } from './evaluate.js';
+import type { TtaKind } from '../image/tta.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
 import type { QueueOptions } from '../queue/coordinator.js';
@@ -22,6 +23,8 @@ export interface PredictOptions {
   reporter?: Reporter;
   /** Compute the rows on a `graft worker` pool first (see tasks/features.ts). */
   queue?: QueueOptions;
+  /** Test-time augmentation; for a run, default: what it was trained with ('none' turns it off). */
+  tta?: TtaKind | 'none';
   /** Also write the predictions to this file, one JSON line per image (atomically, once all are done). */
   out?: string;
 }
@@ -83,7 +86,7 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
     const run = await loadRun(target);
     const backbone = await runBackbone(run, opts.backbone);
     try {
-      const res = await runExtraction(backbone, paths, common);
+      const res = await runExtraction(backbone, paths, { ...common, tta: ttaFor(opts.tta, run) });
       const proba = run.head.predictProba(res.features, res.kept.length);
       const failed = countFailures(inputs, files.skipped, res.skipped);
       return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped], failed };
@@ -97,7 +100,7 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
     if (!backbone.ref.logitsTensor) {
       throw new GraftError(`${target}: this model has no classifier output to predict with; train a head on it with 'graft train'`);
     }
-    const res = await runExtraction(backbone, paths, { ...common, tensor: 'logits' });
+    const res = await runExtraction(backbone, paths, { ...common, tensor: 'logits', tta: ttaFor(opts.tta) });
     const n = res.kept.length;
     const proba = backbone.ref.logitsAreProbabilities ? res.features : n ? softmaxRows(res.features, n) : new Float32Array(0);
     const failed = countFailures(inputs, files.skipped, res.skipped);

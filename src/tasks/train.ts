@@ -9,6 +9,7 @@ import { topLossesPng } from '../learn/top-losses.js';
 import { RUN_FILES, RUN_FORMAT, RUN_VERSION, runModelPaths, saveRun, type RunConfig } from '../learn/run.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { InterruptedError } from '../errors.js';
+import type { TtaKind } from '../image/tta.js';
 import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
 import { join } from 'node:path';
 import { runExtraction } from './features.js';
@@ -34,6 +35,8 @@ export interface TrainRunOptions {
   reporter?: Reporter;
   /** Compute the features on a `graft worker` pool (see tasks/features.ts). */
   queue?: QueueOptions;
+  /** Test-time augmentation: every image's features averaged over fixed views (train and validation alike). */
+  tta?: TtaKind;
   /** Cancel: stops between extraction batches and between epochs with InterruptedError; nothing is written. */
   signal?: AbortSignal;
   /** Each epoch's log as it ends (live curves). */
@@ -120,7 +123,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
   for (const w of backbone.ref.warnings) r?.warn?.(w);
   try {
     const t0 = performance.now();
-    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r, queue: opts.queue, signal: opts.signal };
+    const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: r, queue: opts.queue, signal: opts.signal, tta: opts.tta };
     const trainRes = await runExtraction(backbone, trainItems.map((i) => i.path), { ...common, task: 'train features' });
     const valRes = await runExtraction(backbone, valItems.map((i) => i.path), { ...common, task: 'val features' });
     const tFeat = (performance.now() - t0) / 1000;
@@ -156,6 +159,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
       classes,
       data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
       head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly },
+      ...(opts.tta && { tta: opts.tta }),
     };
     await commitRunFolder(opts.out, async (dir) => {
       await writeJsonAtomic(join(dir, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, seconds: { features: tFeat, training: tTrain } });
