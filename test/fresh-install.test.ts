@@ -145,7 +145,7 @@ describe('fresh install (clean clone, README commands, no environment variables)
     const r = await sh(`npm install --no-audit --no-fund --foreground-scripts ${JSON.stringify(tarball)}`, app, env);
     assert.equal(r.code, 0, `installing the packed graft failed:\n${r.out.slice(-3000)}`);
     assert.deepEqual(await cudaFiles(join(app, 'node_modules')), []);
-    const lib = await sh(`node -e "import('graft').then((g) => console.log(typeof g.trainRun))"`, app, env);
+    const lib = await sh(`node -e "import('graft').then((g) => console.log(typeof g.train))"`, app, env);
     assert.equal(lib.code, 0, lib.out);
     assert.match(lib.out, /function/);
     const help = await sh('npx graft --help', app, env);

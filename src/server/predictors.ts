@@ -4,16 +4,13 @@
  */
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import { Backbone, softmaxRows, topK, type Prediction } from '../engine/backbone.js';
+import { Classifier } from '../api/classifier.js';
+import { topK, type Prediction } from '../engine/backbone.js';
 import { GraftError } from '../errors.js';
 import type { DecodeOptions } from '../image/decode.js';
-import { loadAugmentedInto, type AugmentParams } from '../image/augment.js';
-import { loadTensor } from '../image/preprocess.js';
-import { ttaViews } from '../image/tta.js';
 import type { PreprocessSpec } from '../image/spec.js';
-import { isRunDir, loadRun } from '../learn/run.js';
+import { isRunDir } from '../learn/run.js';
 import { findEntry } from '../models/catalog.js';
-import { runBackbone } from '../tasks/evaluate.js';
 import { MicroBatcher } from './batcher.js';
 
 /** A request the client got wrong: answered with `status` and `{error: message}`. */
@@ -85,73 +82,31 @@ export async function resolveModelParam(param: string | undefined, access: Model
   return { kind: 'path', path: real, run: false };
 }
 
-/** Load a predictor for a checked target. */
+/** Load a predictor for a checked target: a Classifier whose runs go through one MicroBatcher. */
 async function loadPredictor(target: ModelTarget, threads: number | undefined): Promise<Predictor> {
   const source = target.kind === 'catalog' ? target.name : target.path;
-  if (target.kind === 'path' && target.run) {
-    const run = await loadRun(target.path);
-    const backbone = await runBackbone(run, { threads });
-    const head = run.head;
-    const views = run.config.tta ? ttaViews(run.config.tta) : [undefined];
-    return makePredictor(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => head.predictProba(rows, n), views);
+  let c: Classifier;
+  try {
+    c = await Classifier.load(source, { threads });
+  } catch (err) {
+    if (err instanceof GraftError && /no classifier output/.test(err.message)) throw new RequestError(`model=${source}: this model has no classifier output; train a head on it (a project, or graft train) and predict with the run`, 400);
+    throw err;
   }
-  const backbone = await Backbone.load(source, { threads });
-  const logits = backbone.ref.logitsTensor;
-  if (!logits) {
-    await backbone.dispose();
-    throw new RequestError(`model=${source}: this model has no classifier output; train a head on it (a project, or graft train) and predict with the run`, 400);
-  }
-  const asProba = backbone.ref.logitsAreProbabilities;
-  return makePredictor(source, 'model', backbone.ref.labels, backbone, logits, (rows, n) => (asProba ? rows : softmaxRows(rows, n)), [undefined]);
-}
-
-function makePredictor(
-  model: string,
-  kind: 'run' | 'model',
-  labels: string[] | undefined,
-  backbone: Backbone,
-  tensor: string,
-  toProba: (rows: Float32Array, n: number) => Float32Array,
-  /** The views averaged per image (a run trained with TTA is used with it); [undefined] = the plain image. */
-  views: (AugmentParams | undefined)[],
-): Predictor {
-  const spec = backbone.spec;
-  const rowLength = 3 * spec.size[0] * spec.size[1];
-  const batcher = new MicroBatcher({
-    rowLength,
-    lanes: Math.max(1, backbone.ort.concurrency),
-    async run(input, n) {
-      const out = (await backbone.runTensor(input, n))[tensor];
-      if (!out) throw new Error(`${model}: the model gave no ${tensor}`);
-      const c = out.data.length / n;
-      return Array.from({ length: n }, (_, i) => out.data.slice(i * c, (i + 1) * c));
-    },
-  });
+  const batcher = new MicroBatcher({ rowLength: c.inputLength, lanes: Math.max(1, c.backbone.ort.concurrency), run: (input, n) => c.rows(input, n) });
   return {
-    model,
-    kind,
-    labels,
-    spec,
+    model: source,
+    kind: c.kind,
+    labels: c.classes,
+    spec: c.spec,
     batcher,
     async predict(image, top, decode) {
-      const opts = { ...decode, name: 'the upload' };
-      const rows = await Promise.all(
-        views.map(async (v) => {
-          if (!v) return batcher.submit(await loadTensor(image, spec, opts));
-          const x = new Float32Array(rowLength);
-          await loadAugmentedInto(x, 0, image, spec, v, opts);
-          return batcher.submit(x);
-        }),
-      );
-      const mean = rows[0]!.slice();
-      for (const r of rows.slice(1)) for (let j = 0; j < mean.length; j++) mean[j]! += r[j]!;
-      if (rows.length > 1) for (let j = 0; j < mean.length; j++) mean[j]! /= rows.length;
-      const row = toProba(mean, 1);
-      return topK(row, labels, Math.max(1, Math.min(top, row.length)));
+      const inputs = await c.inputs(image, { ...decode, name: 'the upload' });
+      const p = c.probabilitiesOf(await Promise.all(inputs.map((x) => batcher.submit(x))));
+      return topK(p, c.classes, Math.max(1, Math.min(top, p.length)));
     },
     async dispose() {
       await batcher.close();
-      await backbone.dispose();
+      await c.dispose();
     },
   };
 }
