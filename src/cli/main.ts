@@ -71,7 +71,8 @@ export function buildProgram(): Command {
         .option('--patience <n>', 'early stopping patience (epochs without better validation loss)', intArg('--patience', 0))
         .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
         .option('--seed <n>', 'random seed', intArg('--seed', 0), 0)
-        .option('--tta <kind>', TTA_HELP),
+        .option('--tta <kind>', TTA_HELP)
+        .option('--no-refit', 'keep the early-stopped head instead of retraining it on training + validation images (default: refit when --val is not given)'),
     )),
   ))
     .addHelpText('after', '\nFine-tuning runs save a checkpoint each epoch; Ctrl-C saves one at the current step and exits with code 130;\n`graft train --resume <run>` continues from it (also after kill -9, from the last finished epoch).')
@@ -130,6 +131,7 @@ export function buildProgram(): Command {
         cache: cacheOption(o),
         queue: queueOption(o as unknown as QueueFlags),
         tta: parseTta(o.tta as string | undefined),
+        ...(o.refit === false && { refit: false }),
         reporter: r,
       });
       if (o.json) {
@@ -139,6 +141,7 @@ export function buildProgram(): Command {
       printSkipped(res.skipped);
       out(`trained ${res.head.kind} head on ${res.counts.train} images; validation on ${res.counts.val}` + (res.history.length ? ` (best epoch ${res.bestEpoch}${res.stoppedEarly ? ', stopped early' : ''})` : ''));
       summariseEvaluation(res.validation);
+      if (res.refit) out(`head refitted on all ${res.refit.images} images for ${res.refit.epochs} epochs (the validation numbers above are the early-stopped head's, on images it did not train on; --no-refit keeps that head)`);
       out(`run written to ${displayPath(res.dir)} (config.json, head.json, metrics.json, confusion.png, training-curve.png)`);
     });
 

@@ -9,7 +9,11 @@ import { loadRun } from '../learn/run.js';
 import { runBackbone } from '../tasks/evaluate.js';
 import { runExtraction } from '../tasks/features.js';
 import { openTrainVal, toFeatureSet } from '../tasks/train.js';
+import { z } from 'zod';
 import { readJsonFile } from './read-json.js';
+
+/** history.json as the page draws it: one entry per epoch. */
+const HistorySchema = z.array(z.object({ epoch: z.number() }).passthrough());
 
 export interface PageItem { image: string; true: number; predicted: number; probability: number; trueProbability: number; loss: number }
 
@@ -37,8 +41,23 @@ export function pageEvaluation(runDir: string, run: string, imageId: (path: stri
   return p;
 }
 
+const StoredSchema = z.object({
+  validation: z.object({}).passthrough(),
+  validationPredictions: z.array(z.object({ path: z.string(), true: z.number().int(), predicted: z.number().int(), probability: z.number(), trueProbability: z.number() })),
+});
+
 async function compute(runDir: string, run: string, imageId: (path: string) => string | undefined, threads?: number): Promise<PageEvaluation> {
   const r = await loadRun(runDir);
+  const history = HistorySchema.safeParse(await readJsonFile(join(runDir, 'history.json')).catch(() => [])).data ?? [];
+  const mode = r.config.model.path === join(runDir, 'model.onnx') ? 'finetune' : 'frozen';
+  // A frozen run keeps its validation predictions (from the head chosen on them, before any refit): use those.
+  const stored = StoredSchema.safeParse(await readJsonFile(join(runDir, 'metrics.json')).catch(() => undefined));
+  if (stored.success) {
+    const { mostConfidentlyWrong: _w, ...evaluation } = stored.data.validation as unknown as Evaluation;
+    const items = stored.data.validationPredictions.map((p) => ({ image: imageId(p.path) ?? p.path, true: p.true, predicted: p.predicted, probability: p.probability, trueProbability: p.trueProbability, loss: -Math.log(Math.max(p.trueProbability, 1e-15)) }));
+    items.sort((a, b) => b.loss - a.loss);
+    return { run, classes: r.config.classes, mode, evaluation, items, history, model: r.config.model.source };
+  }
   const d = r.config.data;
   const { valItems, classes } = await openTrainVal({ data: d.train, val: d.val, valFraction: d.valFraction ?? 0.2 }, d.splitSeed ?? 0);
   const backbone = await runBackbone(r, { threads });
@@ -55,8 +74,7 @@ async function compute(runDir: string, run: string, imageId: (path: string) => s
       return { image: imageId(it.path) ?? it.path, true: t, predicted: pred[i]!, probability: proba[i * C + pred[i]!]!, trueProbability: tp, loss: -Math.log(Math.max(tp, 1e-15)) };
     });
     items.sort((a, b) => b.loss - a.loss);
-    const history = (await readJsonFile(join(runDir, 'history.json')).catch(() => [])) as unknown[];
-    return { run, classes, mode: r.config.model.path.endsWith('model.onnx') && r.config.model.path.startsWith(runDir) ? 'finetune' : 'frozen', evaluation, items, history, model: r.config.model.source };
+    return { run, classes, mode, evaluation, items, history, model: r.config.model.source };
   } finally {
     await backbone.dispose();
   }

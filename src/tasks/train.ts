@@ -35,6 +35,15 @@ export interface TrainRunOptions {
   reporter?: Reporter;
   /** Compute the features on a `graft worker` pool (see tasks/features.ts). */
   queue?: QueueOptions;
+  /**
+   * After early stopping on the seeded validation split has chosen the number of epochs, train the head again on
+   * training + validation images for that many epochs (x1.25, for the 25% more data) and keep that head. Default:
+   * on when the validation set is a split of `data` (no `val`) and the head is linear or MLP. The run's validation
+   * metrics stay those of the head chosen before the refit, on images it never trained on.
+   * Measured (tools/study-defaults.ts, 5 seeds): Oxford Pets held-out accuracy 81.0 -> 82.6 %, Cats vs Dogs
+   * 98.46 -> 98.56 %.
+   */
+  refit?: boolean;
   /** Test-time augmentation: every image's features averaged over fixed views (train and validation alike). */
   tta?: TtaKind;
   /** Cancel: stops between extraction batches and between epochs with InterruptedError; nothing is written. */
@@ -47,7 +56,10 @@ export interface FeatureSet { x: Float32Array; n: number; d: number; y: Int32Arr
 
 export interface TrainRunResult {
   dir: string;
+  /** The head saved in the run (refitted on training + validation images when `refit` applied). */
   head: Head;
+  /** Set when the head was refitted on all images after the epoch count was chosen. */
+  refit?: { epochs: number; images: number };
   history: EpochLog[];
   bestEpoch: number;
   stoppedEarly: boolean;
@@ -55,6 +67,24 @@ export interface TrainRunResult {
   skipped: Skipped[];
   counts: { train: number; val: number };
   seconds: { features: number; training: number };
+}
+
+/** One validation image's outcome, kept in metrics.json (the page's confusion-matrix cells open these). */
+export interface ValidationPrediction { path: string; true: number; predicted: number; probability: number; trueProbability: number }
+
+function predictionsOf(proba: Float32Array, set: FeatureSet, C: number): ValidationPrediction[] {
+  return set.items.map((it, i) => {
+    let p = 0;
+    for (let c = 1; c < C; c++) if (proba[i * C + c]! > proba[i * C + p]!) p = c;
+    return { path: it.path, true: set.y[i]!, predicted: p, probability: proba[i * C + p]!, trueProbability: proba[i * C + set.y[i]!]! };
+  });
+}
+
+function concat(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 /** Features of dataset items, keeping only the images that decoded (labels follow). */
@@ -148,6 +178,20 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
 
     const proba = trained.head.predictProba(val.x, val.n);
     const validation = evaluate(proba, val.y, classes, val.items, opts.topWrong ?? 12);
+    const validationPredictions = predictionsOf(proba, val, classes.length);
+
+    const kind = trained.head.kind;
+    const refit = (opts.refit ?? !opts.val) && kind !== 'knn' && val.n > 0;
+    let head = trained.head;
+    let refitInfo: { epochs: number; images: number } | undefined;
+    if (refit) {
+      const epochs = Math.max(1, Math.round(trained.bestEpoch * 1.25));
+      const all: FeatureSet = { x: concat(train.x, val.x), n: train.n + val.n, d: train.d, y: Int32Array.from([...train.y, ...val.y]), items: [...train.items, ...val.items] };
+      if (opts.signal?.aborted) throw new InterruptedError('training interrupted');
+      head = (await trainHead(all, undefined, classes, { ...headOpts, epochs } as TrainOptions)).head;
+      refitInfo = { epochs, images: all.n };
+      r?.info?.(`refitted the head on all ${all.n} images for ${epochs} epochs (the validation numbers are those of the head chosen before, on images it did not train on)`);
+    }
 
     const info = backbone.ref.onnx.info;
     const config: RunConfig = {
@@ -158,21 +202,22 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
       preprocess: backbone.spec,
       classes,
       data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
-      head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly },
+      head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly, ...(refitInfo && { refit: refitInfo }) },
       ...(opts.tta && { tta: opts.tta }),
     };
     await commitRunFolder(opts.out, async (dir) => {
-      await writeJsonAtomic(join(dir, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, seconds: { features: tFeat, training: tTrain } });
+      await writeJsonAtomic(join(dir, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, ...(refitInfo && { refit: refitInfo }), seconds: { features: tFeat, training: tTrain }, validationPredictions });
       await writeJsonAtomic(join(dir, RUN_FILES.history), trained.history);
       await writeJsonAtomic(join(dir, RUN_FILES.skipped), skipped);
       await confusionMatrixPng(validation.confusion, classes, join(dir, RUN_FILES.confusion), 'validation');
       if (trained.history.length > 0) await trainingCurvePng(trained.history, join(dir, RUN_FILES.curves));
       await topLossesPng(validation.mostConfidentlyWrong, join(dir, RUN_FILES.topLosses), { title: 'validation: most confidently wrong' });
-      await saveRun(dir, config, trained.head); // config last
+      await saveRun(dir, config, head); // config last
     });
     return {
       dir: opts.out,
-      head: trained.head,
+      head,
+      ...(refitInfo && { refit: refitInfo }),
       history: trained.history,
       bestEpoch: trained.bestEpoch,
       stoppedEarly: trained.stoppedEarly,
