@@ -147,6 +147,7 @@ describe('graft serve API', { skip: SKIP_SHARED }, () => {
   test('projects: create, classes, uploads (raw and multipart, deduplicated), thumbnails, train as a job, evaluate, predict, export', async () => {
     const bad = await json('/api/projects', { name: 'x', backbone: '/etc/passwd' });
     assert.equal(bad.statusCode, 403);
+    assert.match(bad.json().error, /^backbone \/etc\/passwd: outside/);
     const created = await json('/api/projects', { name: 'Cats and dogs', backbone: MOBILENET, classes: ['cats'] });
     assert.equal(created.statusCode, 201, created.body);
     const id = created.json().id as string;
@@ -249,6 +250,9 @@ describe('graft serve API', { skip: SKIP_SHARED }, () => {
       for (const im of list) assert.equal((await post(`/api/projects/${id}/classes/${cls}/images`, im.bytes)).statusCode, 201);
     }
     assert.equal((await json(`/api/projects/${id}/train`, { mode: 'bogus' })).statusCode, 400);
+    const aug = await json(`/api/projects/${id}/train`, { mode: 'frozen', augment: 2 });
+    assert.equal(aug.statusCode, 400);
+    assert.match(aug.json().error, /augment applies to fine-tuning/);
     const first = (await json(`/api/projects/${id}/train`, { epochs: 500, mode: 'frozen' })).json();
     const second = (await json(`/api/projects/${id}/train`, {})).json();
     const third = (await json(`/api/projects/${id}/train`, {})).json();

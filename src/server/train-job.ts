@@ -34,6 +34,9 @@ export function parseTrainRequest(body: unknown): TrainRequest {
     const i = r.error.issues[0]!;
     throw new RequestError(`training settings: ${i.path.join('.') || 'body'}: ${i.message}`, 400);
   }
+  if (r.data.mode === 'frozen' && r.data.augment > 0) {
+    throw new RequestError('training settings: augment applies to fine-tuning (mode "finetune"); a frozen head trains on features computed once', 400);
+  }
   return r.data;
 }
 

@@ -126,7 +126,7 @@ export async function openTrainVal(
     return { trainSet, valSet, trainItems: trainSet.items, valItems: valSet.items, valFraction, classes: trainSet.classes };
   }
   const split = stratifiedSplit(trainSet.items, valFraction, seed);
-  r?.info?.(`no --val given: seeded stratified split (${Math.round(valFraction * 100)}% validation, seed ${seed})`);
+  r?.info?.(`validation: a seeded stratified split of the training images (${Math.round(valFraction * 100)}%, seed ${seed}; give a validation folder to use your own)`);
   return { trainSet, trainItems: split.train, valItems: split.val, valFraction, classes: trainSet.classes };
 }
 

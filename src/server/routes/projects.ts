@@ -48,7 +48,10 @@ export async function projectRoutes(app: FastifyInstance, ctx: ServerContext): P
       const b = parse(CreateSchema, req.body, 'new project');
       // The backbone must be one the server can load, checked now rather than at the first training.
       const { resolveModelParam } = await import('../predictors.js');
-      const t = await resolveModelParam(b.backbone, ctx.access);
+      const t = await resolveModelParam(b.backbone, ctx.access).catch((err: unknown) => {
+        if (err instanceof RequestError) throw new RequestError(err.message.replace(/^model=/, 'backbone '), err.status);
+        throw err;
+      });
       if (t.kind === 'path' && t.run) throw new RequestError(`backbone ${b.backbone}: a run folder; give a catalog name or an .onnx file`, 400);
       const p = await projects.create(b.name, t.kind === 'catalog' ? t.name : t.path, b.classes ?? []);
       return reply.code(201).send(p);

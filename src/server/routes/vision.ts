@@ -9,7 +9,7 @@ import { decodeImage } from '../../image/decode.js';
 import { encodePng } from '../../image/png.js';
 import { loadImageAndTensor } from '../../image/preprocess.js';
 import { loadRun } from '../../learn/run.js';
-import { catalogEntries } from '../../models/catalog.js';
+import { catalogEntries, entryBytes } from '../../models/catalog.js';
 import { layers as listLayers } from '../../tasks/layers.js';
 import { attackImage } from '../../vision/attack.js';
 import { resolveClass } from '../../vision/classifier.js';
@@ -72,7 +72,7 @@ const DreamSchema = z
 export async function visionRoutes(app: FastifyInstance, ctx: ServerContext): Promise<void> {
   const tags = ['look inside'];
   app.get('/api/models', { schema: { tags: ['models'], summary: 'Catalog models and the projects with trained runs (both usable as model=)' } }, handler(async () => ({
-    catalog: catalogEntries().map((e) => ({ name: e.name, family: e.family, description: e.description, format: e.format, size: e.preprocess.size })),
+    catalog: catalogEntries().map((e) => ({ name: e.name, family: e.family, description: e.description, format: e.format, size: e.preprocess.size, bytes: entryBytes(e).bytes })),
     projects: await Promise.all((await ctx.projects.list()).map(async (p) => ({ id: p.id, name: p.name, runs: await ctx.projects.runs(p.id) }))),
   })));
 
@@ -109,7 +109,7 @@ export async function visionRoutes(app: FastifyInstance, ctx: ServerContext): Pr
         onStep: (s) => {
           if (s.step % 5 === 0) {
             const rate = s.step / ((performance.now() - t0) / 1000);
-            jc.emit('progress', { task: 'ideal image', done: s.step, total: o.steps, unit: 'step', rate, etaSeconds: (o.steps - s.step) / rate, note: `p=${s.probability.toFixed(3)}` });
+            jc.emit('progress', { task: 'ideal image', done: s.step, total: o.steps, unit: 'step', rate, etaSeconds: (o.steps - s.step) / rate, probability: s.probability, note: `p=${s.probability.toFixed(3)}` });
           }
         },
         onImage: (step, image) => {
