@@ -323,6 +323,22 @@ describe('graft serve API', { skip: SKIP_SHARED }, () => {
     assert.ok((sse.match(/^event: image$/gm) ?? []).length >= 2);
   });
 
+  test('listings: models, projects, jobs; the API docs page', async () => {
+    const models = (await app.inject({ url: '/api/models' })).json();
+    assert.ok(models.catalog.some((m: { name: string; bytes?: number }) => m.name === 'mobilenet_v2_1.0_224' && (m.bytes ?? 0) > 1e6));
+    assert.ok(Array.isArray(models.projects));
+    const projects = (await app.inject({ url: '/api/projects' })).json().projects;
+    assert.ok(projects.length >= 1, 'the projects made above');
+    for (const p of projects) assert.match(p.id, /^[0-9a-f]{10}$/);
+    const jobs = (await app.inject({ url: '/api/jobs' })).json().jobs;
+    assert.ok(jobs.some((j: { kind: string; state: string }) => j.kind === 'train' && j.state === 'done'));
+    const mine = (await app.inject({ url: `/api/jobs?project=${projects[0].id}` })).json().jobs;
+    assert.ok(mine.every((j: { project?: string }) => j.project === projects[0].id));
+    const docs = await app.inject({ url: '/api/docs/' });
+    assert.equal(docs.statusCode, 200);
+    assert.match(docs.body, /swagger/i);
+  });
+
   test('unknown routes and methods: JSON 404', async () => {
     const r = await app.inject({ url: '/api/nope' });
     assert.equal(r.statusCode, 404);
