@@ -52,6 +52,9 @@ export const convert = convertModel;
 export const report = renderReport;
 /** The page and the HTTP API: `graft serve`. */
 export const serve = startServer;
+/** Static int8 (QDQ) quantisation calibrated on images: `graft quantize`. */
+export { quantizeTask as quantize } from './tasks/quantize.js';
+export type { QuantizeTaskOptions as QuantizeOptions, QuantizeTaskResult as QuantizeResult } from './tasks/quantize.js';
 
 export { loadRun, type RunConfig, type LoadedRun } from './learn/run.js';
 export { openDataset, type Dataset, type DatasetItem } from './data/index.js';

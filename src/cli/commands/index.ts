@@ -8,6 +8,7 @@ import { register as registerFeaturemaps } from './featuremaps.js';
 import { register as registerLrFind } from './lr-find.js';
 import { registerWorker } from './worker.js';
 import { registerExplain } from './explain.js';
+import { register as registerQuantize } from './quantize.js';
 import { registerServe } from './serve.js';
 
 /**
@@ -25,5 +26,6 @@ export const COMMANDS: ((program: Command) => void)[] = [
   registerLrFind,
   registerWorker,
   registerExplain,
+  registerQuantize,
   registerServe,
 ];
