@@ -499,7 +499,7 @@ describe('loadTensor / loadInto / pixelsToTensor', () => {
     const stripes = [0, 1, 0, 1, 1, 0, 0, 1];
     const up = await fromRaw(8, 1, (x) => (stripes[x] ? [255, 255, 255] : [0, 0, 0])).png().toBuffer();
     const upRow = async (interpolation: PreprocessSpec['interpolation']) =>
-      Array.from((await loadTensor(up, defaultSpec({ size: [1, 24], interpolation, ...RANGE01 }))).subarray(0, 24));
+      Array.from((await loadTensor(up, defaultSpec({ size: [1, 24], cropPct: null, interpolation, ...RANGE01 }))).subarray(0, 24));
     assert.deepEqual(await upRow('nearest'), stripes.flatMap((v) => [v, v, v]));
     const bilinear = await upRow('bilinear');
     assert.ok(bilinear.some((v) => v > 0.05 && v < 0.95), `bilinear did not blend: ${bilinear}`);
@@ -508,7 +508,7 @@ describe('loadTensor / loadInto / pixelsToTensor', () => {
     const down = await noise(60, 1).png().toBuffer();
     const rows: Record<string, number[]> = {};
     for (const interpolation of ['nearest', 'bilinear', 'bicubic', 'lanczos3'] as const) {
-      const t = await loadTensor(down, defaultSpec({ size: [1, 24], interpolation, ...RANGE01 }));
+      const t = await loadTensor(down, defaultSpec({ size: [1, 24], cropPct: null, interpolation, ...RANGE01 }));
       rows[interpolation] = Array.from(t.subarray(0, 24));
     }
     const keys = Object.keys(rows);

@@ -47,10 +47,17 @@ function size(v: string): [number, number] {
 }
 
 /** Flags that override a model's preprocessing and how its session runs. */
+/** --crop: a fraction in [0.01, 1], or none (squash). */
+function cropArg(v: string): number | 'none' {
+  // Not null: commander treats a null from a parser as "no value" and keeps the raw string.
+  if (v === 'none') return 'none';
+  return floatArg('--crop', 0.01, 1)(v);
+}
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--size <N|HxW>', 'input size (default: from the model)', size)
-    .option('--crop <pct>', 'centre-crop fraction, e.g. 0.875 (default: no crop, resize whole image)', floatArg('--crop', 0.01, 1))
+    .option('--crop <pct|none>', 'centre-crop fraction after resizing the shorter side, e.g. 0.875; none: squash the whole image to the size, aspect ignored (default: from the model, else 1)', cropArg)
     .addOption(new Option('--interpolation <kind>', 'resize kernel').choices(['nearest', 'bilinear', 'bicubic', 'lanczos3']))
     .addOption(new Option('--range <range>', 'input value range (instead of --mean/--std)').choices(['0,1', '-1,1', '0,255']))
     .option('--mean <r,g,b>', 'per-channel mean over [0,1] pixels', triple('--mean'))
@@ -66,7 +73,7 @@ export function addModelOptions(cmd: Command): Command {
 
 export interface ModelFlags {
   size?: [number, number];
-  crop?: number;
+  crop?: number | 'none';
   interpolation?: PreprocessSpec['interpolation'];
   range?: '0,1' | '-1,1' | '0,255';
   mean?: [number, number, number];
@@ -83,7 +90,7 @@ export interface ModelFlags {
 export function preprocessOverrides(f: ModelFlags): Partial<PreprocessSpec> {
   const o: Partial<PreprocessSpec> = {};
   if (f.size) o.size = f.size;
-  if (f.crop !== undefined) o.cropPct = f.crop;
+  if (f.crop !== undefined) o.cropPct = f.crop === 'none' ? null : f.crop;
   if (f.interpolation) o.interpolation = f.interpolation;
   const range = f.range === '0,1' ? RANGE_0_1 : f.range === '-1,1' ? RANGE_MINUS1_1 : f.range === '0,255' ? RANGE_0_255 : undefined;
   if (range) {

@@ -51,7 +51,8 @@ export function specFromModel(info: OnnxInfo): { partial: Partial<PreprocessSpec
 
 /**
  * The preprocessing for a model, from (highest priority first) explicit overrides, a sidecar config, the model's own
- * metadata, then defaults (224, squash, bilinear, ImageNet mean/std) with a warning for each guess that matters.
+ * metadata, then defaults (224, shorter side + centre crop, bilinear, ImageNet mean/std) with a warning for each
+ * guess that matters.
  */
 export function derivePreprocess(
   info: OnnxInfo,
