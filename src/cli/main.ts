@@ -16,6 +16,7 @@ import { COMMANDS } from './commands/index.js';
 import { addFinetuneOptions, finetuneDataOptions, finetuneOptions, interruptible, type FinetuneFlags } from './finetune-flags.js';
 
 const TTA_HELP = 'test-time augmentation: average each image\'s features over views: flip (2 views) or crop (6 views: + four corner crops)';
+const INT8_HELP = 'run an int8 version of the model (~2.4x faster end to end on AVX-512 VNNI CPUs), quantised once, calibrated on 100 of these images, kept in $GRAFT_HOME/int8';
 const TTA_RUN_HELP = 'test-time augmentation: none, flip or crop (default: what the run was trained with; for a bare model, none)';
 
 function summariseEvaluation(e: Evaluation): void {
@@ -72,6 +73,7 @@ export function buildProgram(): Command {
         .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
         .option('--seed <n>', 'random seed', intArg('--seed', 0), 0)
         .option('--tta <kind>', TTA_HELP)
+        .option('--int8', INT8_HELP)
         .option('--no-refit', 'keep the early-stopped head instead of retraining it on training + validation images (default: refit when --val is not given)'),
     )),
   ))
@@ -84,6 +86,7 @@ export function buildProgram(): Command {
           throw new UsageError(`--head ${String(o.head)} cannot be fine-tuned yet: --finetune trains a linear head with the blocks (drop --head, or train the ${String(o.head)} head on frozen features without --finetune)`);
         }
         if (o.queue !== undefined) throw new UsageError('--queue applies to frozen-feature training; --finetune computes its features on this machine');
+        if (o.int8) throw new UsageError('--int8 applies to frozen-feature training: fine-tuning needs the float weights to take gradients');
         if (o.tta !== undefined) throw new UsageError('--tta applies to frozen-feature training (features averaged over views); --finetune trains on augmented views instead (--augment)');
         const ft = await interruptible(async (signal, started) => {
           if (o.resume !== undefined) return resumeFinetuneRun(o.resume as string, { reporter: r, signal, finetune: { onStart: started } });
@@ -132,6 +135,7 @@ export function buildProgram(): Command {
         queue: queueOption(o as unknown as QueueFlags),
         tta: parseTta(o.tta as string | undefined),
         ...(o.refit === false && { refit: false }),
+        ...(o.int8 === true && { int8: true }),
         reporter: r,
       });
       if (o.json) {
@@ -155,7 +159,8 @@ export function buildProgram(): Command {
         .argument('<data>', 'labelled images with the same classes')
         .option('--out <dir>', 'where to write metrics.json and confusion.png (default: <run>/eval/<data name>)')
         .addOption(new Option('--layout <layout>', 'dataset layout').choices(['auto', 'folder', 'oxford-pets', 'petimages']).default('auto'))
-        .option('--tta <kind>', TTA_RUN_HELP),
+        .option('--tta <kind>', TTA_RUN_HELP)
+        .option('--int8', 'a bare model: predict with an int8 version of it calibrated on these images (made once, kept); a run uses what it was trained with'),
     ),
   ).action(async (run: string, data: string, o: ModelFlags & Common & { out?: string; layout: string; tta?: string }) => {
     const res = await evalRun(run, data, {
@@ -192,10 +197,11 @@ export function buildProgram(): Command {
             'make (also with --json); files of other types inside a folder are only listed as skipped. 2: usage error.',
         ),
     ),
-  )).action(async (target: string, images: string[], o: ModelFlags & Common & QueueFlags & { top: number; labels?: string; out?: string; tta?: string }) => {
+  )).action(async (target: string, images: string[], o: ModelFlags & Common & QueueFlags & { top: number; labels?: string; out?: string; tta?: string; int8?: boolean }) => {
     const r = cliReporter({ quiet: o.quiet });
     const res = await predict(target, images, {
       tta: o.tta === 'none' ? 'none' : parseTta(o.tta),
+      int8: o.int8,
       top: o.top,
       labels: o.labels,
       batchSize: o.batchSize,
@@ -227,11 +233,13 @@ export function buildProgram(): Command {
         .argument('<model>', 'ONNX model (path or URL)')
         .argument('<dir>', 'folder of images (class folders give labels)')
         .option('--out <dir>', 'write features.npy and index.json here')
-        .option('--tta <kind>', TTA_HELP),
+        .option('--tta <kind>', TTA_HELP)
+        .option('--int8', INT8_HELP),
     ),
-  )).action(async (model: string, dir: string, o: ModelFlags & Common & QueueFlags & { out?: string; tta?: string }) => {
+  )).action(async (model: string, dir: string, o: ModelFlags & Common & QueueFlags & { out?: string; tta?: string; int8?: boolean }) => {
     const r = cliReporter({ quiet: o.quiet });
     const res = await extractDir(model, dir, {
+      int8: o.int8,
       tta: parseTta(o.tta),
       out: o.out,
       batchSize: o.batchSize,

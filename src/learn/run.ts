@@ -42,6 +42,8 @@ export const RunConfigSchema = z.object({
   head: z.record(z.string(), z.unknown()),
   /** Test-time augmentation the head was trained with (features averaged over views); eval and predict use it too. */
   tta: z.enum(['flip', 'crop']).optional(),
+  /** The backbone (model.path) is an int8 version of model.source, calibrated on this many training images. */
+  int8: z.object({ floatSha256: z.string(), calibrationImages: z.number().int() }).optional(),
 });
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 

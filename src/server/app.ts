@@ -37,6 +37,8 @@ export interface AppOptions {
   maxWaitingJobs?: number;
   /** ONNX Runtime threads per model (default all cores). */
   threads?: number;
+  /** Train projects' frozen heads on an int8 version of the backbone (calibrated on the project's photos). */
+  int8?: boolean;
   /** Fastify's logger (default off). */
   logger?: boolean;
 }
@@ -69,6 +71,7 @@ export async function buildApp(opts: AppOptions = {}): Promise<{ app: FastifyIns
     limits,
     classifiers: new ClassifierCache(access),
     threads: opts.threads,
+    int8: opts.int8,
   };
 
   const app = Fastify({

@@ -31,6 +31,8 @@ export interface ServerContext {
   limits: Limits;
   classifiers: ClassifierCache;
   threads?: number;
+  /** Frozen-head training of projects runs an int8 backbone calibrated on the project's images. */
+  int8?: boolean;
 }
 
 /** Differentiable classifiers (attack, ideal image) kept warm: building their gradient programs takes seconds. */

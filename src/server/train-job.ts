@@ -75,7 +75,7 @@ export interface TrainJobResult {
   counts: { train: number; val: number };
 }
 
-export async function runTrainJob(store: ProjectStore, projectId: string, req: TrainRequest, ctx: JobContext, threads?: number): Promise<TrainJobResult> {
+export async function runTrainJob(store: ProjectStore, projectId: string, req: TrainRequest, ctx: JobContext, threads?: number, int8?: boolean): Promise<TrainJobResult> {
   const project = await store.get(projectId);
   const withImages = project.classes.filter((c) => c.images.length > 0);
   if (withImages.length < 2) throw new RequestError('add images to at least two classes before training', 409);
@@ -88,7 +88,7 @@ export async function runTrainJob(store: ProjectStore, projectId: string, req: T
   const common = { data: store.dataDir(projectId), model: project.backbone, out, seed: req.seed, valFraction: req.valFraction, reporter, backbone: { threads } };
   try {
     if (req.mode === 'frozen') {
-      const res = await trainRun({ ...common, head: { kind: 'linear', ...(req.epochs && { epochs: req.epochs }), ...(req.patience && { patience: req.patience }) }, signal: ctx.signal, onEpoch });
+      const res = await trainRun({ ...common, ...(int8 && { int8: true }), head: { kind: 'linear', ...(req.epochs && { epochs: req.epochs }), ...(req.patience && { patience: req.patience }) }, signal: ctx.signal, onEpoch });
       return { run, mode: req.mode, validation: { accuracy: res.validation.accuracy, n: res.validation.n }, bestEpoch: res.bestEpoch, counts: res.counts };
     }
     const res = await finetuneRun({

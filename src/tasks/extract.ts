@@ -1,4 +1,5 @@
 import type { TtaKind } from '../image/tta.js';
+import { int8Model } from './int8.js';
 import { join, resolve } from 'node:path';
 import { datasetFromFiles, openDataset } from '../data/index.js';
 import { Backbone, BackboneOptions } from '../engine/backbone.js';
@@ -20,6 +21,8 @@ export interface ExtractDirOptions {
   queue?: QueueOptions;
   /** Test-time augmentation: each image's row averaged over fixed views. */
   tta?: TtaKind;
+  /** Extract with an int8 version of the model, calibrated on these images (made once, kept; tasks/int8.ts). */
+  int8?: boolean;
 }
 
 export interface ExtractDirResult {
@@ -71,7 +74,8 @@ export async function extractDir(model: string, dir: string, opts: ExtractDirOpt
     paths = files.items.map((i) => i.path);
     skipped.push(...files.skipped);
   }
-  const backbone = await Backbone.load(model, opts.backbone);
+  const q = opts.int8 && paths.length ? await int8Model(model, paths, { resolve: opts.backbone, reporter: opts.reporter }) : undefined;
+  const backbone = await Backbone.load(q ? q.path : model, opts.backbone);
   try {
     for (const w of backbone.ref.warnings) opts.reporter?.warn?.(w);
     const t0 = performance.now();
@@ -100,6 +104,7 @@ export async function extractDir(model: string, dir: string, opts: ExtractDirOpt
         tensor: opts.tensor === 'logits' ? backbone.ref.logitsTensor : backbone.ref.featureTensor,
         preprocess: backbone.spec,
         ...(opts.tta && { tta: opts.tta }),
+        ...(q && { int8: { path: q.path, calibrationImages: q.calibration.images } }),
         shape: [res.kept.length, res.dim],
         root: resolve(dir),
         files: res.kept.map((i) => paths[i]),

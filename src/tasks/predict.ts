@@ -9,6 +9,7 @@ import { GraftError, UsageError } from '../errors.js';
 import { isRunDir, loadRun } from '../learn/run.js';
 import { runBackbone, ttaFor } from './evaluate.js';
 import type { TtaKind } from '../image/tta.js';
+import { int8Model } from './int8.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
 import type { QueueOptions } from '../queue/coordinator.js';
@@ -23,6 +24,8 @@ export interface PredictOptions {
   reporter?: Reporter;
   /** Compute the rows on a `graft worker` pool first (see tasks/features.ts). */
   queue?: QueueOptions;
+  /** A bare model: predict with an int8 version of it calibrated on the input images (a run uses what it was trained with). */
+  int8?: boolean;
   /** Test-time augmentation; for a run, default: what it was trained with ('none' turns it off). */
   tta?: TtaKind | 'none';
   /** Also write the predictions to this file, one JSON line per image (atomically, once all are done). */
@@ -84,6 +87,7 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
   const common = { batchSize: opts.batchSize, cache: opts.cache, reporter: opts.reporter, task: 'predict', queue: opts.queue };
   if (await isRunDir(target)) {
     const run = await loadRun(target);
+    if (opts.int8 && !run.config.int8) opts.reporter?.warn?.(`--int8: ${target} was trained on the float backbone and is used as trained (retrain with --int8 for an int8 run)`);
     const backbone = await runBackbone(run, opts.backbone);
     try {
       const res = await runExtraction(backbone, paths, { ...common, tta: ttaFor(opts.tta, run) });
@@ -94,7 +98,8 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
       await backbone.dispose();
     }
   }
-  const backbone = await Backbone.load(target, { ...opts.backbone, labelsFile: opts.labels });
+  const q = opts.int8 && paths.length ? await int8Model(target, paths, { resolve: { ...opts.backbone, labelsFile: opts.labels }, reporter: opts.reporter }) : undefined;
+  const backbone = await Backbone.load(q ? q.path : target, { ...opts.backbone, labelsFile: opts.labels });
   try {
     for (const w of backbone.ref.warnings) opts.reporter?.warn?.(w);
     if (!backbone.ref.logitsTensor) {

@@ -10,6 +10,7 @@ import { RUN_FILES, RUN_FORMAT, RUN_VERSION, runModelPaths, saveRun, type RunCon
 import { writeJsonAtomic } from '../util/fs.js';
 import { InterruptedError } from '../errors.js';
 import type { TtaKind } from '../image/tta.js';
+import { int8Model } from './int8.js';
 import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
 import { join } from 'node:path';
 import { runExtraction } from './features.js';
@@ -44,6 +45,8 @@ export interface TrainRunOptions {
    * 98.46 -> 98.56 %.
    */
   refit?: boolean;
+  /** Run an int8 version of the backbone (tasks/int8.ts), calibrated on the training images; exports are int8 too. */
+  int8?: boolean;
   /** Test-time augmentation: every image's features averaged over fixed views (train and validation alike). */
   tta?: TtaKind;
   /** Cancel: stops between extraction batches and between epochs with InterruptedError; nothing is written. */
@@ -149,7 +152,8 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
   const seed = opts.seed ?? 0;
   const { trainSet, valSet, trainItems, valItems, valFraction, classes } = await openTrainVal(opts, seed, r);
 
-  const backbone = await Backbone.load(opts.model, opts.backbone);
+  const q = opts.int8 ? await int8Model(opts.model, trainItems.map((i) => i.path), { resolve: opts.backbone, reporter: r, signal: opts.signal }) : undefined;
+  const backbone = await Backbone.load(q ? q.path : opts.model, opts.backbone);
   for (const w of backbone.ref.warnings) r?.warn?.(w);
   try {
     const t0 = performance.now();
@@ -206,6 +210,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
       data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
       head: { ...headOpts, kind: trained.head.kind, bestEpoch: trained.bestEpoch, stoppedEarly: trained.stoppedEarly, ...(refitInfo && { refit: refitInfo }) },
       ...(opts.tta && { tta: opts.tta }),
+      ...(q && { int8: { floatSha256: q.floatSha256, calibrationImages: q.calibration.images } }),
     };
     await commitRunFolder(opts.out, async (dir) => {
       await writeJsonAtomic(join(dir, RUN_FILES.metrics), { validation, bestEpoch: trained.bestEpoch, ...(refitInfo && { refit: refitInfo }), seconds: { features: tFeat, training: tTrain }, validationPredictions });

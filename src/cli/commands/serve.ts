@@ -17,7 +17,8 @@ export function registerServe(program: Command): void {
       .option('--threads <n>', 'ONNX Runtime threads per model (default: all cores)', intArg('--threads'))
       .option('--max-upload-mb <n>', 'largest upload accepted', intArg('--max-upload-mb'), 25)
       .option('--max-megapixels <n>', 'largest image accepted, in millions of pixels', intArg('--max-megapixels'), 40)
-      .option('--max-waiting-jobs <n>', 'jobs that may wait behind the running one', intArg('--max-waiting-jobs'), 8),
+      .option('--max-waiting-jobs <n>', 'jobs that may wait behind the running one', intArg('--max-waiting-jobs'), 8)
+      .option('--int8', 'train projects\' frozen heads on an int8 version of the backbone, calibrated on each project\'s photos (~2.4x faster features)'),
   )
     .addHelpText(
       'after',
@@ -25,7 +26,7 @@ export function registerServe(program: Command): void {
         'Example: curl --data-binary @cat.jpg "http://127.0.0.1:7860/api/predict?model=mobilenet_v2_1.0_224&top=3"\n' +
         'Ctrl-C stops gracefully: a running fine-tune saves a checkpoint, nothing is left half-written.',
     )
-    .action(async (o: Common & { port: number; host: string; token?: string; modelsDir?: string[]; threads?: number; maxUploadMb: number; maxMegapixels: number; maxWaitingJobs: number }) => {
+    .action(async (o: Common & { port: number; host: string; token?: string; modelsDir?: string[]; threads?: number; maxUploadMb: number; maxMegapixels: number; maxWaitingJobs: number; int8?: boolean }) => {
       const server = await startServer({
         port: o.port,
         host: o.host,
@@ -33,6 +34,7 @@ export function registerServe(program: Command): void {
         modelsDirs: o.modelsDir,
         threads: o.threads,
         maxWaitingJobs: o.maxWaitingJobs,
+        int8: o.int8,
         limits: { bodyBytes: o.maxUploadMb * 1024 * 1024, imagePixels: o.maxMegapixels * 1e6 },
       });
       if (o.json) printJson({ url: server.url, port: server.port });

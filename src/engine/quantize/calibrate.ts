@@ -37,12 +37,16 @@ export function spreadPick<T>(files: T[], n: number): T[] {
  * and replaced by the next candidates, so a few bad files do not shrink the set.
  */
 export async function loadCalibrationImages(dir: string, spec: PreprocessSpec, n: number, signal?: AbortSignal): Promise<CalibrationImages> {
-  const found = await findImages(dir);
+  return loadCalibrationFiles((await findImages(dir)).files, spec, n, signal);
+}
+
+/** As loadCalibrationImages, from a list of image files (e.g. a run's training images, in dataset order). */
+export async function loadCalibrationFiles(files: string[], spec: PreprocessSpec, n: number, signal?: AbortSignal): Promise<CalibrationImages> {
   const per = tensorLength(spec);
   // The evenly spread pick first, then the other files in order as replacements for unreadable ones.
-  const wanted = spreadPick(found.files, n);
+  const wanted = spreadPick(files, n);
   const chosen = new Set(wanted);
-  const candidates = [...wanted, ...found.files.filter((f) => !chosen.has(f))];
+  const candidates = [...wanted, ...files.filter((f) => !chosen.has(f))];
   const data = new Float32Array(Math.min(n, candidates.length) * per);
   const paths: string[] = [];
   const skipped: CalibrationImages['skipped'] = [];

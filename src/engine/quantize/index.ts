@@ -19,7 +19,7 @@ import { DEFAULT_METHOD, type CalibrationMethod } from './ranges.js';
 const { onnx } = onnxProto;
 
 export { CALIBRATION_METHODS, DEFAULT_METHOD, type CalibrationMethod } from './ranges.js';
-export { loadCalibrationImages, type CalibrationImages } from './calibrate.js';
+export { loadCalibrationFiles, loadCalibrationImages, spreadPick, type CalibrationImages } from './calibrate.js';
 export type { ActivationType } from './qdq.js';
 
 export interface QuantizeOptions extends PlanOptions {

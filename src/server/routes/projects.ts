@@ -124,7 +124,7 @@ export async function projectRoutes(app: FastifyInstance, ctx: ServerContext): P
     const id = req.params.id;
     await projects.get(id);
     const settings = parseTrainRequest(req.body);
-    const job = jobs.submit('train', (jc) => runTrainJob(projects, id, settings, jc, ctx.threads), id);
+    const job = jobs.submit('train', (jc) => runTrainJob(projects, id, settings, jc, ctx.threads, ctx.int8), id);
     return reply.code(202).send(job);
   }));
 
