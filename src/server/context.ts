@@ -5,6 +5,9 @@ import type { DiffClassifier } from '../vision/classifier.js';
 import { loadClassifier } from '../vision/classifier.js';
 import type { JobQueue } from './jobs.js';
 import { PredictorPool, RequestError, resolveModelParam, type ModelAccess } from './predictors.js';
+import { WarmCache } from './warm-cache.js';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ProjectStore } from './projects.js';
 
 export interface Limits {
@@ -37,45 +40,24 @@ export interface ServerContext {
 
 /** Differentiable classifiers (attack, ideal image) kept warm: building their gradient programs takes seconds. */
 export class ClassifierCache {
-  private entries = new Map<string, Promise<DiffClassifier>>();
+  private cache: WarmCache<DiffClassifier>;
   constructor(
     private readonly access: ModelAccess,
-    private readonly max = 2,
-  ) {}
+    max = 2,
+  ) {
+    this.cache = new WarmCache(max);
+  }
 
   async get(param: string | undefined): Promise<DiffClassifier> {
     const target = await resolveModelParam(param, this.access);
     const source = target.kind === 'catalog' ? target.name : target.path;
-    let p = this.entries.get(source);
-    if (p) {
-      this.entries.delete(source);
-      this.entries.set(source, p);
-      return p;
-    }
-    p = loadClassifier(source);
-    this.entries.set(source, p);
-    p.catch(() => this.entries.delete(source));
-    while (this.entries.size > this.max) {
-      const [k, old] = this.entries.entries().next().value as [string, Promise<DiffClassifier>];
-      this.entries.delete(k);
-      void old.then((c) => c.dispose()).catch(() => undefined);
-    }
-    return p;
+    // A run retrained into the same folder is another classifier: key runs by their config's time.
+    const key = target.kind === 'path' && target.run ? `${source}@${(await stat(join(source, 'config.json'))).mtimeMs}` : source;
+    return this.cache.get(key, () => loadClassifier(source));
   }
 
-  /** Forget a run's classifier (it was retrained). */
-  forget(prefix: string): void {
-    for (const [k, p] of this.entries) {
-      if (!k.startsWith(prefix)) continue;
-      this.entries.delete(k);
-      void p.then((c) => c.dispose()).catch(() => undefined);
-    }
-  }
-
-  async close(): Promise<void> {
-    const all = [...this.entries.values()];
-    this.entries.clear();
-    await Promise.all(all.map((p) => p.then((c) => c.dispose()).catch(() => undefined)));
+  close(): Promise<void> {
+    return this.cache.close();
   }
 }
 

@@ -12,6 +12,7 @@ import type { PreprocessSpec } from '../image/spec.js';
 import { isRunDir } from '../learn/run.js';
 import { findEntry } from '../models/catalog.js';
 import { MicroBatcher } from './batcher.js';
+import { WarmCache } from './warm-cache.js';
 
 /** A request the client got wrong: answered with `status` and `{error: message}`. */
 export class RequestError extends GraftError {
@@ -116,42 +117,23 @@ async function loadPredictor(target: ModelTarget, threads: number | undefined): 
  * config's modification time, so retraining into the same folder loads the new head.
  */
 export class PredictorPool {
-  private entries = new Map<string, Promise<Predictor>>();
+  private cache: WarmCache<Predictor>;
 
   constructor(
     private readonly access: ModelAccess,
     private readonly opts: { max?: number; threads?: number } = {},
-  ) {}
+  ) {
+    this.cache = new WarmCache(opts.max ?? 3);
+  }
 
   async get(param: string | undefined): Promise<Predictor> {
     const target = await resolveModelParam(param, this.access);
     let key = target.kind === 'catalog' ? `catalog:${target.name}` : `path:${target.path}`;
     if (target.kind === 'path' && target.run) key += `@${(await stat(resolve(target.path, 'config.json'))).mtimeMs}`;
-    let p = this.entries.get(key);
-    if (p) {
-      this.entries.delete(key); // re-insert: most recently used last
-      this.entries.set(key, p);
-      return p;
-    }
-    p = loadPredictor(target, this.opts.threads);
-    this.entries.set(key, p);
-    p.catch(() => this.entries.delete(key));
-    await this.evict();
-    return p;
+    return this.cache.get(key, () => loadPredictor(target, this.opts.threads));
   }
 
-  private async evict(): Promise<void> {
-    const max = this.opts.max ?? 3;
-    while (this.entries.size > max) {
-      const [key, p] = this.entries.entries().next().value as [string, Promise<Predictor>];
-      this.entries.delete(key);
-      void p.then((m) => m.dispose()).catch(() => undefined);
-    }
-  }
-
-  async close(): Promise<void> {
-    const all = [...this.entries.values()];
-    this.entries.clear();
-    await Promise.all(all.map((p) => p.then((m) => m.dispose()).catch(() => undefined)));
+  close(): Promise<void> {
+    return this.cache.close();
   }
 }
