@@ -34,6 +34,7 @@ const RECIPES: Recipe[] = [
   { name: 'frozen linear head (graft train defaults)', run: (data, out, seed) => trainRun({ data, model, out, seed, cache }) },
   { name: 'frozen linear head --balance', run: (data, out, seed) => trainRun({ data, model, out, seed, cache, head: { balance: true } }) },
   { name: 'frozen linear head --tta flip', run: (data, out, seed) => trainRun({ data, model, out, seed, cache, tta: 'flip' }) },
+  { name: 'frozen linear head --int8', run: (data, out, seed) => trainRun({ data, model, out, seed, cache, int8: true }) },
   { name: 'frozen linear head --balance --tta crop', run: (data, out, seed) => trainRun({ data, model, out, seed, cache, tta: 'crop', head: { balance: true } }) },
   {
     name: 'README recipe: --finetune 1 --augment 4 --balance --epochs 10 --lr 3e-4',
