@@ -37,6 +37,11 @@ export interface DiffClassifier {
   crossEntropy(pixels: Float32Array, n: number, targets: Float32Array): Promise<ClassGradient>;
   /** ONNX Runtime probabilities of 8-bit pictures at the model's input size (what a saved PNG gets). */
   probabilities(images: RgbImage[]): Promise<Float32Array[]>;
+  /**
+   * The graphs behind it, for other gradient programs (feature visualisation of layers and channels): the classifier
+   * graph (node names as the model has them) and the same with the pixel input and `pixel_logits` (withPixelInput).
+   */
+  graph?: { onnx: Uint8Array; pixels: Uint8Array; where: string };
   dispose(): Promise<void>;
 }
 
@@ -70,10 +75,11 @@ function programs(bytes: Uint8Array, where: string): { get(n: number): Promise<G
   };
 }
 
-function classifier(spec: PreprocessSpec, classes: string[], progs: ReturnType<typeof programs>, probabilities: DiffClassifier['probabilities'], backbone: Backbone): DiffClassifier {
+function classifier(spec: PreprocessSpec, classes: string[], progs: ReturnType<typeof programs>, probabilities: DiffClassifier['probabilities'], backbone: Backbone, graph: DiffClassifier['graph']): DiffClassifier {
   return {
     spec,
     classes,
+    graph,
     async crossEntropy(pixels, n, targets) {
       const prog = await progs.get(n);
       const r = await prog.run({ [PIXELS]: pixels, targets });
@@ -124,13 +130,13 @@ export async function loadClassifier(target: string): Promise<DiffClassifier> {
     const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: cg.logits, probabilities: false } }, target);
     const backbone = await Backbone.load(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor, parallelism: 'intra-op' });
     const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (f, n) => run.head.predictProba(f, n), ref.featureTensor);
-    return classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone);
+    return classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone, { onnx: cg.bytes, pixels: bytes, where: target });
   }
   const { ref, logits: logitsTensor, probabilities: probs } = cg;
   const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: logitsTensor, probabilities: probs } }, target);
   const backbone = await Backbone.load(target, { parallelism: 'intra-op' });
   const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (l, n) => (probs ? l : softmaxRows(l, n)), logitsTensor);
-  return classifier(ref.spec, cg.classes, programs(bytes, target), probabilities, backbone);
+  return classifier(ref.spec, cg.classes, programs(bytes, target), probabilities, backbone, { onnx: cg.bytes, pixels: bytes, where: target });
 }
 
 /** A class by index or by name (exact, case-insensitive, spaces or underscores); unknown → close matches listed. */

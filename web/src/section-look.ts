@@ -133,7 +133,7 @@ export function mountLookInside(root: HTMLElement): void {
 export function mountDream(root: HTMLElement): void {
   const notice = new Notice();
   const cls = h('select', { id: 'dream-class' });
-  const steps = h('input', { type: 'number', id: 'dream-steps', min: 10, max: 2000, value: '200', class: 'narrow' });
+  const steps = h('input', { type: 'number', id: 'dream-steps', min: 10, max: 2000, value: '256', class: 'narrow' });
   const start = h('button', { type: 'button', class: 'primary', id: 'dream-start' }, 'Start');
   const cancel = h('button', { type: 'button', disabled: true }, 'Cancel');
   const img = h('img', { class: 'dream-image', alt: '', hidden: true, width: 224, height: 224 });
@@ -147,7 +147,7 @@ export function mountDream(root: HTMLElement): void {
     if (!model || !cls.value) return notice.error('pick a model and a class');
     void busy(start, notice, async () => {
       notice.clear();
-      const job = await post<JobInfo>('/api/dream', { model, class: cls.value, steps: Number(steps.value) || 200, imageEvery: 5 });
+      const job = await post<JobInfo>('/api/dream', { model, class: cls.value, steps: Number(steps.value) || 256, imageEvery: 5 });
       jobId = job.id;
       cancel.disabled = false;
       start.disabled = true;

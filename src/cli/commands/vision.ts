@@ -1,8 +1,9 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { GraftError } from '../../errors.js';
+import { GraftError, UsageError } from '../../errors.js';
 import { attackTask } from '../../tasks/attack.js';
 import { dreamTask } from '../../tasks/dream.js';
 import { parseEps } from '../../vision/attack.js';
+import { DREAM_DEFAULTS } from '../../vision/dream.js';
 import { floatArg, intArg } from '../options.js';
 import { displayPath, out, printJson, withCommon, type Common } from '../output.js';
 import { cliReporter } from '../progress.js';
@@ -14,36 +15,76 @@ function epsList(v: string): number[] {
   return list as number[];
 }
 
+const commaList = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
+
 export function registerDream(program: Command): void {
   withCommon(
     program
       .command('dream')
-      .description("the 'ideal' image of a class: from noise, follow the gradient of the class score (TV-regularised, jittered)")
-      .summary('the \'ideal\' image of a class, by gradient ascent from noise')
+      .description(
+        "the 'ideal' image of a class (or of a layer's channel, a neuron, a direction), in Lucid's manner: Fourier-space, " +
+          'decorrelated-colour parameterisation, random pad/jitter/scale/rotation each step; --compare shows why each matters',
+      )
+      .summary("the 'ideal' image of a class, by feature visualisation")
       .argument('<model|run>', 'classifier model (ImageNet classes) or a run folder (its classes)')
-      .requiredOption('--class <name|index>', 'class to dream of, e.g. "tabby" or 281')
-      .requiredOption('--out <file.png>', 'PNG to write (a JSON with settings and results goes beside it)')
-      .option('--steps <n>', 'optimisation steps', intArg('--steps'), 200)
-      .option('--lr <x>', 'Adam learning rate', floatArg('--lr', 0), 0.05)
-      .option('--tv <w>', 'total-variation weight (smoothness)', floatArg('--tv', 0), 0.2)
+      .option('--class <name|index>', 'class to dream of, e.g. "tabby" or 281 (or give --objective)')
+      .option('--objective <spec>', 'what to maximise: "tabby", "logit:tabby", "prob:tabby", "<layer>:<channel>", "neuron:<layer>:<c>[@y,x]", "direction:<layer>:<v0,v1,...>"; "+" sums terms, "0.5*" weighs one')
+      .requiredOption('--out <file.png>', 'PNG to write (a JSON with settings and results goes beside it); with --compare, the sheet (its four pictures go beside it as <name>-1..4.png)')
+      .addOption(new Option('--param <kind>', 'parameterisation').choices(['fourier', 'pixel']).default(DREAM_DEFAULTS.param))
+      .option('--no-decorrelate', 'plain RGB instead of the decorrelated colour space')
+      .option('--no-transforms', 'no random pad/scale/rotation each step (only --jitter)')
+      .addOption(new Option('--class-score <s>', 'class score maximised').choices(['logit', 'logprob']).default(DREAM_DEFAULTS.classScore))
+      .option('--models <a,b>', 'more networks to optimise for at the same time (the mean of their objectives)', commaList)
+      .option('--judges <a,b>', 'other networks whose top-5 of the result is reported (and drawn on the --compare sheet)', commaList)
+      .option('--compare', 'write one sheet: plain gradient ascent | + total variation | + Fourier/decorrelation | + transforms')
+      .option('--steps <n>', 'optimisation steps', intArg('--steps'), DREAM_DEFAULTS.steps)
+      .option('--lr <x>', 'Adam learning rate', floatArg('--lr', 0), DREAM_DEFAULTS.lr)
+      .option('--tv <w>', 'total-variation weight (smoothness)', floatArg('--tv', 0), DREAM_DEFAULTS.tv)
       .option('--no-tv', 'no total-variation term (to see why it matters)')
-      .option('--l2 <w>', 'L2 weight pulling pixels to grey', floatArg('--l2', 0), 0)
-      .option('--jitter <px>', 'random shift per step', intArg('--jitter', 0), 8)
+      .option('--l2 <w>', 'L2 weight pulling pixels to grey', floatArg('--l2', 0), DREAM_DEFAULTS.l2)
+      .option('--jitter <px>', 'largest random shift per step', intArg('--jitter', 0), DREAM_DEFAULTS.jitter)
+      .option('--batch <n>', 'images made at once (with --diversity: different ones)', intArg('--batch'), 1)
+      .option('--diversity <w>', 'weight of the diversity term between the batch images (needs --diversity-layer)', floatArg('--diversity', 0), 0)
+      .option('--diversity-layer <layer>', 'layer whose Gram matrices must differ between the batch images')
       .option('--seed <n>', 'random seed', intArg('--seed', 0), 0),
-  ).action(async (target: string, o: Common & { class: string; out: string; steps: number; lr: number; tv: number | boolean; l2: number; jitter: number; seed: number }) => {
+  ).action(async (target: string, o: Common & { class?: string; objective?: string; out: string; param: 'fourier' | 'pixel'; decorrelate: boolean; transforms: boolean; classScore: 'logit' | 'logprob'; models?: string[]; judges?: string[]; compare?: boolean; steps: number; lr: number; tv: number | boolean; l2: number; jitter: number; batch: number; diversity: number; diversityLayer?: string; seed: number }) => {
+    if (o.class === undefined && o.objective === undefined) throw new UsageError('give --class <name> or --objective <spec>');
+    if (o.diversity > 0 && !o.diversityLayer) throw new UsageError('--diversity needs --diversity-layer <layer>');
     const res = await dreamTask(target, {
       className: o.class,
+      objective: o.objective,
       out: o.out,
+      param: o.param,
+      decorrelate: o.decorrelate,
+      transforms: o.transforms,
+      classScore: o.classScore,
+      models: o.models,
+      judges: o.judges,
+      compare: o.compare,
       steps: o.steps,
       lr: o.lr,
       tv: o.tv === false ? 0 : (o.tv as number),
       l2: o.l2,
       jitter: o.jitter,
+      batch: o.batch,
+      diversity: o.diversity,
+      diversityLayer: o.diversityLayer,
       seed: o.seed,
       reporter: cliReporter({ quiet: o.quiet }),
     });
     if (o.json) return printJson(res);
-    out(`${displayPath(res.png)}: '${res.class.name}' (${res.class.index}) with probability ${res.probability.toFixed(3)} (ONNX Runtime on the saved PNG); total variation ${res.totalVariation.toFixed(4)}; ${res.steps} steps in ${res.seconds.toFixed(1)} s`);
+    const verdictLine = (v: NonNullable<typeof res.verdicts>[number]) => `  ${v.judge}: ${v.rank ? `in top-5 (#${v.rank})` : 'not in top-5'} — ${v.top5.map((t) => `${t.label.split(',')[0]} ${(100 * t.probability).toFixed(0)}%`).join(', ')}`;
+    if (res.stages) {
+      out(`${displayPath(res.png)}: comparison sheet${res.class ? ` for '${res.class.name}' (${res.class.index})` : ''}`);
+      for (const s of res.stages) {
+        out(`${s.title}: p=${s.probability.toFixed(3)} on the source network, TV ${s.totalVariation.toFixed(4)}, ${s.seconds.toFixed(1)} s`);
+        for (const v of s.verdicts) out(verdictLine(v));
+      }
+    } else {
+      const what = res.class ? `'${res.class.name}' (${res.class.index}) with probability ${res.probability.toFixed(3)} (ONNX Runtime on the saved PNG)` : `objective ${res.objective}`;
+      out(`${displayPath(res.png)}: ${what}; total variation ${res.totalVariation.toFixed(4)}; ${res.steps} steps in ${res.seconds.toFixed(1)} s`);
+      for (const v of res.verdicts ?? []) out(verdictLine(v));
+    }
     out(`settings and history: ${displayPath(res.json)}`);
   });
 }

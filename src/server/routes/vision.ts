@@ -13,7 +13,7 @@ import { catalogEntries, entryBytes } from '../../models/catalog.js';
 import { layers as listLayers } from '../../tasks/layers.js';
 import { attackImage } from '../../vision/attack.js';
 import { resolveClass } from '../../vision/classifier.js';
-import { dream } from '../../vision/dream.js';
+import { dream, DREAM_DEFAULTS } from '../../vision/dream.js';
 import { featureMaps } from '../../vision/featuremaps.js';
 import { renderFeatureMapPng } from '../../vision/featuremap-png.js';
 import type { ServerContext } from '../context.js';
@@ -60,9 +60,9 @@ const DreamSchema = z
   .object({
     model: z.string().min(1),
     class: z.string().min(1),
-    steps: z.number().int().min(1).max(2000).default(200),
-    tv: z.number().min(0).max(10).default(0.2),
-    lr: z.number().gt(0).max(1).default(0.05),
+    steps: z.number().int().min(1).max(2000).default(DREAM_DEFAULTS.steps),
+    tv: z.number().min(0).max(10).default(DREAM_DEFAULTS.tv),
+    lr: z.number().gt(0).max(1).default(DREAM_DEFAULTS.lr),
     jitter: z.number().int().min(0).max(32).default(8),
     seed: z.number().int().min(0).default(0),
     imageEvery: z.number().int().min(1).max(100).default(10),
