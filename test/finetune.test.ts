@@ -173,7 +173,7 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     await writeCheckpoint(join(ckB, 'last.ckpt'), { ...ck.meta, initial: { valLoss: 'low', valAcc: 1 } }, ck.tensors);
     await assert.rejects(
       finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, resume: true }),
-      (e: unknown) => e instanceof GraftError && /last\.ckpt: damaged checkpoint \(initial metrics/.test(e.message),
+      (e: unknown) => e instanceof GraftError && /last\.ckpt: damaged checkpoint \(meta\.initial\.valLoss: /.test(e.message),
     );
   });
 

@@ -3,11 +3,17 @@
  * one): "GRFT", u32 JSON length, JSON {meta, tensor names and lengths}, padding to 4 bytes, float32 blobs.
  */
 import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { issuesText } from '../util/json.js';
 
-
-interface CkptJson { meta: Record<string, unknown>; tensors: { name: string; length: number }[] }
+/** The JSON header; `meta` is the caller's (checked against the schema it passes to readCheckpoint). */
+const CkptJsonSchema = z.object({
+  meta: z.record(z.string(), z.unknown()),
+  tensors: z.array(z.object({ name: z.string(), length: z.number().int().nonnegative() })),
+});
+type CkptJson = z.infer<typeof CkptJsonSchema>;
 
 export async function writeCheckpoint(path: string, meta: Record<string, unknown>, tensors: Record<string, Float32Array>): Promise<void> {
   const names = Object.keys(tensors);
@@ -28,7 +34,14 @@ export async function writeCheckpoint(path: string, meta: Record<string, unknown
   await writeFileAtomic(path, buf);
 }
 
-export async function readCheckpoint(path: string): Promise<{ meta: Record<string, unknown>; tensors: Record<string, Float32Array> }> {
+/**
+ * Read a checkpoint; `meta` is checked against `metaSchema` (a damaged or hand-edited file is a GraftError naming the
+ * file and the field, e.g. "last.ckpt: damaged checkpoint (meta.bestEpoch: expected number, received string)").
+ */
+export async function readCheckpoint<S extends z.ZodType = z.ZodType<Record<string, unknown>>>(
+  path: string,
+  metaSchema?: S,
+): Promise<{ meta: z.output<S>; tensors: Record<string, Float32Array> }> {
   let buf: Buffer;
   try {
     buf = await readFile(path);
@@ -37,12 +50,17 @@ export async function readCheckpoint(path: string): Promise<{ meta: Record<strin
   }
   if (buf.length < 8 || buf.toString('latin1', 0, 4) !== 'GRFT') throw new GraftError(`${path}: not a graft checkpoint`);
   const len = buf.readUInt32LE(4);
-  let parsed: CkptJson;
+  let raw: unknown;
   try {
-    parsed = JSON.parse(buf.toString('utf8', 8, 8 + len)) as CkptJson;
+    raw = JSON.parse(buf.toString('utf8', 8, 8 + len));
   } catch {
     throw new GraftError(`${path}: damaged checkpoint (header)`);
   }
+  const header = CkptJsonSchema.safeParse(raw);
+  if (!header.success) throw new GraftError(`${path}: damaged checkpoint (${issuesText(header.error)})`);
+  const parsed: CkptJson = header.data;
+  const meta = (metaSchema ?? CkptJsonSchema.shape.meta).safeParse(parsed.meta);
+  if (!meta.success) throw new GraftError(`${path}: damaged checkpoint (${issuesText(meta.error, 'meta')})`);
   let off = 8 + len;
   off += (4 - (off % 4)) % 4;
   const tensors: Record<string, Float32Array> = {};
@@ -51,6 +69,6 @@ export async function readCheckpoint(path: string): Promise<{ meta: Record<strin
     tensors[t.name] = new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + t.length * 4));
     off += t.length * 4;
   }
-  return { meta: parsed.meta, tensors };
+  return { meta: meta.data as z.output<S>, tensors };
 }
 

@@ -15,7 +15,7 @@ import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './bloc
 import { encodeFloat32, headFromJSON, trainHead, type Head } from './heads.js';
 import { classWeights } from './metrics.js';
 import { HEAD, initializersAsInputs, withLinearHead } from './train-graph.js';
-import type { CutSet, FinetuneSettings } from './finetune.js';
+import type { CutSet, FinetuneSettings } from './finetune-settings.js';
 
 /** A parameter with its AdamW moments; `lrMul` scales the learning rate, `decay` applies weight decay. */
 export interface AdamParam { value: Float32Array; m: Float32Array; s: Float32Array; lrMul: number; decay: boolean }

@@ -22,31 +22,21 @@
  * Checkpoints (best, last) are written atomically; a NaN/Inf loss stops with a GraftError and leaves the last good
  * checkpoint in place.
  */
-import { z } from 'zod';
 import { GraftError, InterruptedError } from '../errors.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { FinetuneSession } from './finetune-session.js';
+import { ProgressMetaSchema, type CutSet, type FinetuneSettings, type Schedule } from './finetune-settings.js';
 import type { EpochLog, Head } from './heads.js';
 import { accuracyOf, logLoss } from './metrics.js';
 
 export { classWeights } from './metrics.js';
+export { FinetuneSettingsSchema, type CutSet, type FinetuneSettings, type Schedule } from './finetune-settings.js';
 export { adamwUpdate, type AdamParam } from './finetune-session.js';
 
 export { bnAffineNames, bnStatNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
-
-export interface CutSet {
-  /** n rows of prod(shape) floats: the cut tensor of each image (NCHW without the batch axis). */
-  x: Float32Array;
-  n: number;
-  y: Int32Array;
-  /** Augmented views for training: K arrays laid out like `x` (same rows, same order). */
-  views?: Float32Array[];
-}
-
-export type Schedule = 'cosine' | 'onecycle';
 
 export interface FinetuneOptions {
   /** Maximum epochs (default 5). */
@@ -114,24 +104,6 @@ export interface FinetuneResult {
   seconds: { perEpoch: number[]; steps: number[] };
   /** Validation loss and accuracy before fine-tuning (the linear-probe head on the frozen backbone). */
   initial?: { valLoss: number; valAcc: number };
-}
-
-export interface FinetuneSettings {
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  backboneLrFactor: number;
-  weightDecay: number;
-  schedule: Schedule;
-  warmup: number;
-  labelSmoothing: number;
-  dropout: number;
-  clipNorm: number;
-  patience: number;
-  balance: boolean;
-  trainBn: boolean;
-  seed: number;
-  probeEpochs: number;
 }
 
 /**
@@ -226,9 +198,6 @@ function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Ar
  */
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** The initial metrics as a checkpoint holds them (JSON writes NaN as null). */
-const SavedInitialSchema = z.object({ valLoss: z.number().nullable(), valAcc: z.number().nullable() }).nullable();
-
 /**
  * Fine-tune the suffix (cut → `featureTensor`, pooled [N, d]) with a linear head. `model` is the full original
  * model; `cut` and `cutShape` (without batch axis) say where the cached prefix output comes in.
@@ -269,17 +238,17 @@ export async function finetune(
     const progress = () => ({ identity, history, bestLoss: Number.isFinite(bestLoss) ? bestLoss : null, bestEpoch, sinceBest, initial: initial ?? null });
     if (opts.resume) {
       if (!lastPath) throw new GraftError('resume needs a checkpoint folder');
-      const ck = await readCheckpoint(lastPath);
+      const ck = await readCheckpoint(lastPath, ProgressMetaSchema);
       if (JSON.stringify(ck.meta.identity) !== JSON.stringify(identity)) {
         throw new GraftError(`${lastPath}: the checkpoint was made with other settings or data; cannot resume`);
       }
       sess.restore(ck.tensors, true);
-      history = ck.meta.history as EpochLog[];
-      bestLoss = (ck.meta.bestLoss as number | null) ?? Infinity;
-      bestEpoch = ck.meta.bestEpoch as number;
-      sinceBest = ck.meta.sinceBest as number;
-      startEpoch = (ck.meta.epoch as number) + 1;
-      const partial = ck.meta.partial as { epoch: number; step: number; lossSum: number; correct: number } | undefined;
+      history = ck.meta.history;
+      bestLoss = ck.meta.bestLoss ?? Infinity;
+      bestEpoch = ck.meta.bestEpoch;
+      sinceBest = ck.meta.sinceBest;
+      startEpoch = ck.meta.epoch + 1;
+      const partial = ck.meta.partial;
       if (partial) {
         startEpoch = partial.epoch;
         startStep = partial.step;
@@ -288,9 +257,8 @@ export async function finetune(
       if (bestPath && bestEpoch > 0) best = (await readCheckpoint(bestPath)).tensors;
       if (ck.meta.stopped) startEpoch = o.epochs + 1;
       // Absent from checkpoints written before it was kept, null without a validation set.
-      const saved = SavedInitialSchema.optional().safeParse(ck.meta.initial);
-      if (!saved.success) throw new GraftError(`${lastPath}: damaged checkpoint (initial metrics: ${saved.error.issues[0]?.message ?? 'invalid'})`);
-      if (saved.data) initial = { valLoss: saved.data.valLoss ?? NaN, valAcc: saved.data.valAcc ?? NaN };
+      const saved = ck.meta.initial;
+      if (saved) initial = { valLoss: saved.valLoss ?? NaN, valAcc: saved.valAcc ?? NaN };
     }
 
     if (hasVal && startEpoch === 1 && startStep === 0) {

@@ -5,18 +5,10 @@
  * extra outputs, for the running-statistic update (running = m·running + (1 − m)·batch) done after the step.
  */
 import { GraftError } from '../../errors.js';
-import { attrFloat, type ForwardGraph, type FwdNode } from './forward.js';
+import { attrFloat, type BnBatchStats, type ForwardGraph, type FwdNode } from './forward-graph.js';
 import { encodeAttr, floatTensor, int64Tensor } from './onnx-writer.js';
 
-export interface BnBatchStats {
-  /** Running-statistic initializers of the node. */
-  mean: string;
-  variance: string;
-  /** Outputs holding this batch's mean and unbiased variance, [C]. */
-  batchMean: string;
-  batchVar: string;
-  momentum: number;
-}
+export type { BnBatchStats } from './forward-graph.js';
 
 let counter = 0;
 

@@ -15,7 +15,8 @@
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../../errors.js';
-import { decomposeTrainingBn, type BnBatchStats } from './bn-train.js';
+import { decomposeTrainingBn } from './bn-train.js';
+import { attrFloat, attrInt, attrInts, toNum, type ForwardGraph, type FwdNode } from './forward-graph.js';
 import { simplifyForward } from './simplify.js';
 import { DT, encodeAttr, floatTensor, int64Tensor, type AttributeProto, type NodeProto, type TensorProto } from './onnx-writer.js';
 
@@ -24,61 +25,11 @@ type ModelProto = InstanceType<typeof onnx.ModelProto>;
 
 export const TARGET_OPSET = 17;
 
-export interface FwdNode {
-  name: string;
-  opType: string;
-  inputs: string[];
-  outputs: string[];
-  attrs: Map<string, AttributeProto>;
-}
-
-export interface ForwardGraph {
-  /** Data inputs (the image), at the batch size the graph was made for. */
-  inputs: { name: string; dims: number[] }[];
-  /** Trainable weights: graph inputs of the gradient graph, with their values in the model. */
-  params: { name: string; dims: number[]; value: Float32Array }[];
-  /** The model's outputs. */
-  outputs: string[];
-  /** Nodes that depend on an input or a parameter, in execution order, in opset-17 form. */
-  nodes: FwdNode[];
-  /** Constants those nodes read (original initializers and folded tensors). */
-  initializers: TensorProto[];
-  dims: Map<string, number[]>;
-  /** ONNX element type of every tensor. */
-  types: Map<string, number>;
-  /** Values of small constant tensors (≤ 4096 elements), for rules that need numbers (pads, axes, min/max). */
-  values: Map<string, number[]>;
-  batch: number;
-  opset: number;
-  /** Batch statistics of the batch-norm nodes run in training mode. */
-  bnStats: BnBatchStats[];
-}
+// The graph's types and attribute readers live in forward-graph.ts (bn-train and simplify need them, and this file
+// needs those two): re-exported so that rules and callers keep importing them from here.
+export { attrFloat, attrInt, attrInts, attrString, type ForwardGraph, type FwdNode } from './forward-graph.js';
 
 const ORT_TYPE: Record<string, number> = { float32: DT.FLOAT, uint8: DT.UINT8, int8: DT.INT8, int32: DT.INT32, int64: DT.INT64, bool: DT.BOOL, float64: DT.DOUBLE };
-
-function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (typeof v === 'bigint') return Number(v);
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v ?? 0);
-}
-
-export function attrInt(n: FwdNode, name: string, dflt: number): number {
-  const a = n.attrs.get(name);
-  return a ? toNum(a.i) : dflt;
-}
-export function attrInts(n: FwdNode, name: string): number[] | undefined {
-  const a = n.attrs.get(name);
-  return a ? (a.ints ?? []).map(toNum) : undefined;
-}
-export function attrFloat(n: FwdNode, name: string, dflt: number): number {
-  const a = n.attrs.get(name);
-  return a ? (a.f ?? dflt) : dflt;
-}
-export function attrString(n: FwdNode, name: string, dflt: string): string {
-  const a = n.attrs.get(name);
-  return a?.s ? new TextDecoder().decode(a.s) : dflt;
-}
 
 interface Probe { dims: Map<string, number[]>; types: Map<string, number>; values: Map<string, ort.Tensor> }
 

@@ -7,7 +7,7 @@
  * Each applies only when the intermediate tensor has no other reader and is not a graph output.
  * Measured on MobileNet v1 0.75, batch 1 input gradient: docs/benchmarks.md.
  */
-import { attrString, type ForwardGraph, type FwdNode } from './forward.js';
+import { attrString, type ForwardGraph, type FwdNode } from './forward-graph.js';
 import { encodeAttr, floatTensor } from './onnx-writer.js';
 
 function readers(fwd: ForwardGraph): Map<string, FwdNode[]> {
