@@ -287,7 +287,7 @@ describe('export: tiny models built in the test', () => {
     await writeFile(moved, tinyClassifier({ size: 16, channels: 7, classes: 5 }));
     await assert.rejects(exportRun(runDir, join(dir, 'x.onnx')), (e: unknown) => e instanceof GraftError && /changed since the run/.test((e as Error).message));
     await rm(moved);
-    await assert.rejects(exportRun(runDir, join(dir, 'x.onnx')), (e: unknown) => e instanceof GraftError && /cannot read the run's backbone/.test((e as Error).message));
+    await assert.rejects(exportRun(runDir, join(dir, 'x.onnx')), (e: unknown) => e instanceof GraftError && /run-changed\/config\.json: the run's backbone is not at \S*tiny-changed\.onnx and graft's model store has no file with its SHA-256 [0-9a-f]{64}/.test((e as Error).message));
   });
 
   test('CLI: graft export prints what it wrote, --json, errors exit 1, usage errors exit 2', () => {

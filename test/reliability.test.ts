@@ -266,7 +266,7 @@ describe('the run folder', () => {
     await writeFile(join(run, 'finetune-options.json'), JSON.stringify({ data: join(dir, 'x'), model: model, blocks: 'two' }));
     const r = graft(['train', '--resume', run]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /finetune-options\.json: not the options of a fine-tuning run \(blocks: /);
+    assert.match(r.stderr, /finetune-options\.json: not a valid fine-tuning options file \(blocks: /);
     assert.doesNotMatch(r.stderr, /    at /);
   });
 

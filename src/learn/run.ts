@@ -1,9 +1,11 @@
-import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { PreprocessSpecSchema } from '../image/spec.js';
+import { defaultStore } from '../models/store.js';
 import { writeJsonAtomic, writeFileAtomic } from '../util/fs.js';
+import { readJsonFile } from '../util/json.js';
 import { Head, headFromJSON } from './heads.js';
 
 export const RUN_FORMAT = 'graft-run';
@@ -69,22 +71,16 @@ export async function isRunDir(dir: string): Promise<boolean> {
   }
 }
 
-async function readJson(path: string, what: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    throw new GraftError(`${what} not found: ${path}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new GraftError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+export interface LoadRunOptions {
+  /**
+   * Find the run's backbone file (default true): a run whose backbone cannot be found is an error naming the config,
+   * the path tried and the SHA-256. false for uses that only read the run's files (report).
+   */
+  model?: boolean;
 }
 
 /** Load a run directory written by `saveRun`; every problem is a GraftError naming the file. */
-export async function loadRun(dir: string): Promise<LoadedRun> {
+export async function loadRun(dir: string, opts: LoadRunOptions = {}): Promise<LoadedRun> {
   try {
     if (!(await stat(dir)).isDirectory()) throw new GraftError(`not a run directory: ${dir}`);
   } catch (err) {
@@ -92,30 +88,35 @@ export async function loadRun(dir: string): Promise<LoadedRun> {
     throw new GraftError(`run directory not found: ${dir}`);
   }
   const cfgPath = join(dir, RUN_FILES.config);
-  const parsed = RunConfigSchema.safeParse(await readJson(cfgPath, 'run config'));
-  if (!parsed.success) {
-    throw new GraftError(`${cfgPath}: not a graft run config (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
+  const config = await readJsonFile(cfgPath, RunConfigSchema, 'run config');
+  const headPath = join(dir, RUN_FILES.head);
+  const head = headFromJSON(await readJsonFile(headPath, z.unknown(), 'head weights'), headPath);
+  const found = await locateModel(dir, config.model);
+  if (!found.path && opts.model !== false) {
+    throw new GraftError(
+      `${cfgPath}: the run's backbone is not at ${found.tried.join(' nor ')} and graft's model store has no file with its SHA-256 ` +
+        `${config.model.sha256}; put the model (${basename(config.model.source)}) back there, keeping its place relative to the run folder`,
+    );
   }
-  const head = headFromJSON(await readJson(join(dir, RUN_FILES.head), 'head weights') as Parameters<typeof headFromJSON>[0]);
-  const config = parsed.data;
-  config.model = { ...config.model, path: await locateModel(dir, config.model) };
+  config.model = { ...config.model, path: found.path ?? found.tried[0]! };
   return { dir, config, head };
 }
 
 /**
  * The run's backbone as an absolute path: `path` relative to the run folder (or absolute, in older runs), else the
- * absolute path it had when the run was written. Whichever is used, callers check its SHA-256 against the run's.
+ * absolute path it had when the run was written, else a file with its SHA-256 in graft's model store (a run shared
+ * with someone who pulled the same catalog model). Whichever is used, callers check its SHA-256 against the run's.
  */
-async function locateModel(dir: string, model: RunConfig['model']): Promise<string> {
-  const candidates = [isAbsolute(model.path) ? model.path : resolve(dir, model.path), ...(model.absolutePath ? [model.absolutePath] : [])];
-  for (const c of candidates) {
+async function locateModel(dir: string, model: RunConfig['model']): Promise<{ path?: string; tried: string[] }> {
+  const tried = [...new Set([isAbsolute(model.path) ? model.path : resolve(dir, model.path), ...(model.absolutePath ? [model.absolutePath] : [])])];
+  for (const c of tried) {
     try {
-      if ((await stat(c)).isFile()) return c;
+      if ((await stat(c)).isFile()) return { path: c, tried };
     } catch {
       // try the next
     }
   }
-  return candidates[0]!;
+  return { path: await defaultStore().findBySha256(model.sha256), tried };
 }
 
 /** The `model` block of a run's config for a backbone file at `modelPath`, written into run folder `runDir`. */

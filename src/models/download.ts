@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
 import { GraftError } from '../errors.js';
 
 export interface DownloadProgress {
@@ -75,7 +76,9 @@ class AttemptError extends Error {
   }
 }
 
-interface PartMeta { source: string; etag?: string; lastModified?: string }
+/** `<file>.part.json`: where a partial download came from, to resume it only from the same source and version. */
+const PartMetaSchema = z.object({ source: z.string(), etag: z.string().optional(), lastModified: z.string().optional() });
+type PartMeta = z.infer<typeof PartMetaSchema>;
 
 async function sizeOf(path: string): Promise<number> {
   try {
@@ -134,7 +137,7 @@ export async function downloadFile(source: string, dest: string, expected: Expec
   // A partial file from another source (or another release) is not resumed.
   let meta: PartMeta | undefined;
   try {
-    meta = JSON.parse(await readFile(metaPath, 'utf8')) as PartMeta;
+    meta = PartMetaSchema.safeParse(JSON.parse(await readFile(metaPath, 'utf8'))).data;
   } catch {
     meta = undefined;
   }

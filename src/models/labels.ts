@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
 import { GraftError } from '../errors.js';
+import { readJsonFile } from '../util/json.js';
 import { assetPath } from '../util/paths.js';
 
 let imagenet: string[] | undefined;
@@ -7,8 +9,7 @@ let imagenet: string[] | undefined;
 /** The 1000 ImageNet-1k class names in index order (shipped with the package). */
 export async function imagenetClasses(): Promise<string[]> {
   if (!imagenet) {
-    const json = JSON.parse(await readFile(assetPath('imagenet-classes.json'), 'utf8')) as { names: string[] };
-    imagenet = json.names;
+    imagenet = (await readJsonFile(assetPath('imagenet-classes.json'), z.object({ names: z.array(z.string()).length(1000) }), 'ImageNet class list')).names;
   }
   return imagenet;
 }

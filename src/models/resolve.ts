@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { PreprocessSpec, PreprocessSpecSchema } from '../image/spec.js';
@@ -8,6 +7,7 @@ import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
 import { derivePreprocess } from './preprocess-from-model.js';
 import { modelSourcePath } from './store.js';
 import { registerBuiltinImporters } from './importers/index.js';
+import { readJsonFileIfExists } from '../util/json.js';
 
 registerBuiltinImporters();
 
@@ -46,22 +46,9 @@ export interface ResolveOptions {
   onDownload?: (p: DownloadProgress) => void;
 }
 
+/** `<model>.json` beside a model, if there is one; a damaged one is an error naming it and the field. */
 async function readSidecar(path: string): Promise<Sidecar | undefined> {
-  let text: string;
-  try {
-    text = await readFile(`${path}.json`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new GraftError(`${path}.json: not valid JSON (${(err as Error).message})`);
-  }
-  const r = SidecarSchema.safeParse(parsed);
-  if (!r.success) throw new GraftError(`${path}.json: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  return r.data;
+  return readJsonFileIfExists(`${path}.json`, SidecarSchema, 'model sidecar');
 }
 
 function lastDim(info: OnnxInfo, tensor: string): number | undefined {

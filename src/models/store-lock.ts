@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
+import { z } from 'zod';
 import { GraftError } from '../errors.js';
 
 export interface LockOptions {
@@ -23,7 +24,8 @@ export interface LockOptions {
   onWait?: (holder: LockInfo | undefined) => void;
 }
 
-export interface LockInfo { pid: number; host: string; token: string; since: string }
+const LockInfoSchema = z.object({ pid: z.number().int(), host: z.string(), token: z.string(), since: z.string() });
+export type LockInfo = z.infer<typeof LockInfoSchema>;
 
 function pidAlive(pid: number): boolean {
   try {
@@ -36,7 +38,8 @@ function pidAlive(pid: number): boolean {
 
 async function readInfo(path: string): Promise<LockInfo | undefined> {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as LockInfo;
+    // Undefined while the holder is still writing it (created empty, then written) or when it is not a lock file.
+    return LockInfoSchema.safeParse(JSON.parse(await readFile(path, 'utf8'))).data;
   } catch {
     return undefined;
   }

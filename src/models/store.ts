@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { chmod, link, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, posix, resolve as resolvePath } from 'node:path';
+import { z } from 'zod';
 import { GraftError } from '../errors.js';
 import { graftHome } from '../util/paths.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
@@ -78,17 +79,22 @@ export interface CachedModel {
   pulledAt: string;
 }
 
-export interface ChecksumRecord { sha256: string; size: number; source: string; recordedAt: string }
+const ChecksumRecordSchema = z.object({ sha256: z.string(), size: z.number(), source: z.string(), recordedAt: z.string() });
+export type ChecksumRecord = z.infer<typeof ChecksumRecordSchema>;
 
-interface EntryManifest {
-  version: 1;
-  name: string;
-  format: ModelFormat;
-  pulledAt: string;
-  files: { name: string; size: number; sha256: string; source: string; checksum: ChecksumSource }[];
-}
-interface UrlManifest { version: 1; url: string; file: string; size: number; sha256: string; pulledAt: string }
-interface ChecksumFile { version: 1; files: Record<string, ChecksumRecord> }
+// The store's own files, read back through these schemas: a damaged one counts as absent (the model is pulled again).
+const EntryManifestSchema = z.object({
+  version: z.literal(1),
+  name: z.string(),
+  format: z.enum(['onnx', 'tfjs-layers', 'tfjs-graph', 'tflite']),
+  pulledAt: z.string(),
+  files: z.array(z.object({ name: z.string(), size: z.number(), sha256: z.string(), source: z.string(), checksum: z.enum(['catalog', 'recorded', 'new']) })).min(1),
+});
+type EntryManifest = z.infer<typeof EntryManifestSchema>;
+const UrlManifestSchema = z.object({ version: z.literal(1), url: z.string(), file: z.string(), size: z.number(), sha256: z.string(), pulledAt: z.string() });
+type UrlManifest = z.infer<typeof UrlManifestSchema>;
+const ChecksumFileSchema = z.object({ version: z.literal(1), files: z.record(z.string(), ChecksumRecordSchema) });
+type ChecksumFile = z.infer<typeof ChecksumFileSchema>;
 
 const ENTRY_MANIFEST = '.graft-entry.json';
 const URL_MANIFEST = '.graft-url.json';
@@ -107,9 +113,11 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-async function readJson<T>(p: string): Promise<T | undefined> {
+/** A JSON file of the store checked against `schema`; undefined when it is missing, unreadable or not what it should be. */
+async function readJson<S extends z.ZodType>(p: string, schema: S): Promise<z.output<S> | undefined> {
   try {
-    return JSON.parse(await readFile(p, 'utf8')) as T;
+    const r = schema.safeParse(JSON.parse(await readFile(p, 'utf8')));
+    return r.success ? r.data : undefined;
   } catch {
     return undefined;
   }
@@ -200,7 +208,7 @@ export class ModelStore {
   /** The pulled model `name` if it is in the store and its files are all there. */
   async cached(name: string): Promise<PulledModel | undefined> {
     const dir = this.entryDir(name);
-    const m = await readJson<EntryManifest>(join(dir, ENTRY_MANIFEST));
+    const m = await readJson(join(dir, ENTRY_MANIFEST), EntryManifestSchema);
     if (!m || m.version !== 1 || !Array.isArray(m.files) || m.files.length === 0) return undefined;
     const files: StoredFile[] = [];
     for (const f of m.files) {
@@ -217,7 +225,7 @@ export class ModelStore {
 
   /** Checksums recorded by first downloads, by `<entry>/<file>`. */
   async checksumRecords(): Promise<Record<string, ChecksumRecord>> {
-    const f = await readJson<ChecksumFile>(this.checksumsPath);
+    const f = await readJson(this.checksumsPath, ChecksumFileSchema);
     return f?.version === 1 && f.files && typeof f.files === 'object' ? f.files : {};
   }
 
@@ -402,7 +410,7 @@ export class ModelStore {
   async fetchUrl(url: string, opts: StoreOptions = {}): Promise<string> {
     const dir = this.urlDir(url);
     const have = async () => {
-      const m = await readJson<UrlManifest>(join(dir, URL_MANIFEST));
+      const m = await readJson(join(dir, URL_MANIFEST), UrlManifestSchema);
       if (!m || m.url !== url) return undefined;
       const p = join(dir, m.file);
       try {
@@ -452,12 +460,12 @@ export class ModelStore {
       if (!NAME_RE.test(name)) continue;
       const m = await this.cached(name);
       if (!m) continue;
-      const man = await readJson<EntryManifest>(join(m.dir, ENTRY_MANIFEST));
+      const man = await readJson(join(m.dir, ENTRY_MANIFEST), EntryManifestSchema);
       outList.push({ name, kind: 'catalog', format: m.format, dir: m.dir, main: m.main, bytes: m.bytes, files: m.files.length, pulledAt: man?.pulledAt ?? '' });
     }
     for (const key of await readdir(this.urls).catch(() => [] as string[])) {
       const dir = join(this.urls, key);
-      const m = await readJson<UrlManifest>(join(dir, URL_MANIFEST));
+      const m = await readJson(join(dir, URL_MANIFEST), UrlManifestSchema);
       if (!m) continue;
       outList.push({ name: m.url, kind: 'url', dir, main: join(dir, m.file), bytes: m.size, files: 1, pulledAt: m.pulledAt });
     }
@@ -511,16 +519,50 @@ export class ModelStore {
     return { name: what, removed: present, freedBytes: freed, forgot };
   }
 
+  /**
+   * A stored model file with this SHA-256, for a run whose recorded path no longer leads to its backbone: pulled
+   * catalog files and URL downloads by their manifests, then ONNX files converted by importers (hashed here; there
+   * are few). Undefined when the store has no such file.
+   */
+  async findBySha256(hash: string): Promise<string | undefined> {
+    const sized = async (p: string, size: number) => ((await stat(p).catch(() => undefined))?.size === size ? p : undefined);
+    for (const name of await readdir(this.entries).catch(() => [] as string[])) {
+      const m = await readJson(join(this.entries, name, ENTRY_MANIFEST), EntryManifestSchema);
+      for (const f of m?.files ?? []) {
+        if (f.sha256 !== hash) continue;
+        const p = await sized(join(this.entries, name, ...f.name.split('/')), f.size);
+        if (p) return p;
+      }
+    }
+    for (const key of await readdir(this.urls).catch(() => [] as string[])) {
+      const m = await readJson(join(this.urls, key, URL_MANIFEST), UrlManifestSchema);
+      if (m?.sha256 !== hash) continue;
+      const p = await sized(join(this.urls, key, m.file), m.size);
+      if (p) return p;
+    }
+    const converted: string[] = [];
+    for (const key of await readdir(join(this.root, 'imported')).catch(() => [] as string[])) converted.push(join(this.root, 'imported', key, 'model.onnx'));
+    for (const name of await readdir(this.entries).catch(() => [] as string[])) {
+      const dir = join(this.entries, name, '.imported');
+      for (const f of await readdir(dir).catch(() => [] as string[])) if (f.endsWith('.onnx')) converted.push(join(dir, f));
+    }
+    for (const p of converted) {
+      const bytes = await readFile(p).catch(() => undefined);
+      if (bytes && createHash('sha256').update(bytes).digest('hex') === hash) return p;
+    }
+    return undefined;
+  }
+
   /** Delete blobs no stored model refers to; returns the bytes freed. */
   async collectGarbage(): Promise<number> {
     return withLock(join(this.locks, 'gc.lock'), async () => {
       const used = new Set<string>();
       for (const name of await readdir(this.entries).catch(() => [] as string[])) {
-        const m = await readJson<EntryManifest>(join(this.entries, name, ENTRY_MANIFEST));
+        const m = await readJson(join(this.entries, name, ENTRY_MANIFEST), EntryManifestSchema);
         for (const f of m?.files ?? []) used.add(f.sha256);
       }
       for (const key of await readdir(this.urls).catch(() => [] as string[])) {
-        const m = await readJson<UrlManifest>(join(this.urls, key, URL_MANIFEST));
+        const m = await readJson(join(this.urls, key, URL_MANIFEST), UrlManifestSchema);
         if (m) used.add(m.sha256);
       }
       // Trash of interrupted removals.
@@ -632,7 +674,7 @@ export async function modelSourcePath(source: string, opts: SourceOptions = {}):
     if (entry.format === 'onnx') {
       // Keep the sidecar in step with the catalog (a newer graft may know the model better than the one that pulled it).
       const want = JSON.stringify(sidecarFor(entry, true));
-      const have = await readJson<unknown>(`${pulled.main}.json`);
+      const have = await readJson(`${pulled.main}.json`, z.unknown());
       if (JSON.stringify(have) !== want) await writeJsonAtomic(`${pulled.main}.json`, JSON.parse(want));
       return pulled.main;
     }

@@ -10,7 +10,7 @@ import { runBackbone } from '../tasks/evaluate.js';
 import { runExtraction } from '../tasks/features.js';
 import { openTrainVal, toFeatureSet } from '../tasks/train.js';
 import { z } from 'zod';
-import { readJsonFile } from './read-json.js';
+import { readJsonFile } from '../util/json.js';
 
 /** history.json as the page draws it: one entry per epoch. */
 const HistorySchema = z.array(z.object({ epoch: z.number() }).passthrough());
@@ -48,13 +48,13 @@ const StoredSchema = z.object({
 
 async function compute(runDir: string, run: string, imageId: (path: string) => string | undefined, threads?: number): Promise<PageEvaluation> {
   const r = await loadRun(runDir);
-  const history = HistorySchema.safeParse(await readJsonFile(join(runDir, 'history.json')).catch(() => [])).data ?? [];
+  const history = await readJsonFile(join(runDir, 'history.json'), HistorySchema).catch(() => []);
   const mode = r.config.model.path === join(runDir, 'model.onnx') ? 'finetune' : 'frozen';
   // A frozen run keeps its validation predictions (from the head chosen on them, before any refit): use those.
-  const stored = StoredSchema.safeParse(await readJsonFile(join(runDir, 'metrics.json')).catch(() => undefined));
-  if (stored.success) {
-    const { mostConfidentlyWrong: _w, ...evaluation } = stored.data.validation as unknown as Evaluation;
-    const items = stored.data.validationPredictions.map((p) => ({ image: imageId(p.path) ?? p.path, true: p.true, predicted: p.predicted, probability: p.probability, trueProbability: p.trueProbability, loss: -Math.log(Math.max(p.trueProbability, 1e-15)) }));
+  const stored = await readJsonFile(join(runDir, 'metrics.json'), StoredSchema).catch(() => undefined);
+  if (stored) {
+    const { mostConfidentlyWrong: _w, ...evaluation } = stored.validation as unknown as Evaluation;
+    const items = stored.validationPredictions.map((p) => ({ image: imageId(p.path) ?? p.path, true: p.true, predicted: p.predicted, probability: p.probability, trueProbability: p.trueProbability, loss: -Math.log(Math.max(p.trueProbability, 1e-15)) }));
     items.sort((a, b) => b.loss - a.loss);
     return { run, classes: r.config.classes, mode, evaluation, items, history, model: r.config.model.source };
   }

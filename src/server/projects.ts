@@ -18,6 +18,7 @@ import { buildPipeline, runPipeline, sniffFormat } from '../image/decode.js';
 import { isRunDir } from '../learn/run.js';
 import { graftHome } from '../util/paths.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
+import { parseJsonText } from '../util/json.js';
 import { RequestError } from './predictors.js';
 
 const ImageSchema = z.object({
@@ -144,9 +145,11 @@ export class ProjectStore {
     } catch {
       throw new RequestError(`no project ${id}`, 404);
     }
-    const parsed = ProjectSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new Error(`${file}: not a graft project file (${parsed.error.issues[0]?.message})`);
-    return parsed.data;
+    try {
+      return parseJsonText(text, ProjectSchema, file, 'graft project file');
+    } catch (err) {
+      throw new Error((err as Error).message); // the server's own file is damaged: a 500, not the client's 422
+    }
   }
 
   private save(p: Project): Promise<void> {

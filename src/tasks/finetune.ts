@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { readFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { augmentedViews, describeAugment, resolveAugmentOptions, type AugmentOptionsInput } from '../image/augment.js';
 import type { DatasetItem } from '../data/index.js';
@@ -13,13 +13,15 @@ import { buildLoaded } from '../engine/onnx-builder.js';
 import { GraftError } from '../errors.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
 import { cutForLastBlocks, replaceInitializers, type Block } from '../learn/blocks.js';
-import { finetune, finetuneSettings, lrFind, type CutSet, type FinetuneOptions, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
+import { finetune, finetuneSettings, FinetuneSettingsSchema, lrFind, type CutSet, type FinetuneOptions, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
 import { lrFinderPng } from '../learn/lr-chart.js';
 import type { EpochLog, Head } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { RUN_FILES, RUN_FORMAT, RUN_VERSION, runModelPaths, saveRun, type RunConfig } from '../learn/run.js';
 import { topLossesPng } from '../learn/top-losses.js';
 import { resolveModel } from '../models/resolve.js';
+import { PreprocessSpecSchema } from '../image/spec.js';
+import { readJsonFile } from '../util/json.js';
 import type { LayoutName } from '../data/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
 import { checkRunOut, commitRunFolder, withRunLock } from '../learn/run-folder.js';
@@ -89,27 +91,52 @@ function toCutSet(items: DatasetItem[], res: ExtractResult): CutSet & { items: D
   return { x: res.features, n: kept.length, y: Int32Array.from(kept, (it) => it.label), items: kept };
 }
 
+const pair = z.tuple([z.number(), z.number()]);
+
+/** The backbone options a run was started with (ResolveOptions + OrtOptions without callbacks). */
+const SavedBackboneSchema = z.object({
+  preprocess: PreprocessSpecSchema.partial().optional(),
+  labelsFile: z.string().optional(),
+  featureNode: z.string().optional(),
+  logitsNode: z.string().optional(),
+  threads: z.number().int().positive().optional(),
+  parallelism: z.enum(['workers', 'intra-op']).optional(),
+  spinning: z.boolean().optional(),
+});
+
 /**
- * finetune-options.json as read back by --resume: the fields resume relies on are checked (a hand-edited or
- * truncated file is named with what is wrong); the settings go on to `finetuneSettings`, which checks each value.
+ * finetune-options.json as read back by --resume, every field checked (a hand-edited or truncated file is named with
+ * the field that is wrong); the settings then go on to `finetuneSettings`.
  */
-const SavedOptionsSchema = z
-  .object({
-    data: z.string(),
-    val: z.string().optional(),
-    model: z.string(),
-    blocks: z.union([z.number().int().positive(), z.literal('all')]),
-    layout: z.enum(['auto', 'folder', 'oxford-pets', 'petimages']).optional(),
-    label: z.enum(['breed', 'species']).optional(),
-    valFraction: z.number().optional(),
-    seed: z.number().int().optional(),
-    batchSize: z.number().int().positive().optional(),
-    cache: z.union([z.string(), z.literal(false)]).optional(),
-    augment: z.object({ views: z.number().int().nonnegative(), options: z.record(z.string(), z.unknown()).optional() }).optional(),
-    backbone: z.record(z.string(), z.unknown()).optional(),
-    finetune: z.record(z.string(), z.unknown()).optional(),
-  })
-  .passthrough();
+const SavedOptionsSchema = z.object({
+  data: z.string(),
+  val: z.string().optional(),
+  model: z.string(),
+  blocks: z.union([z.number().int().positive(), z.literal('all')]),
+  layout: z.enum(['auto', 'folder', 'oxford-pets', 'petimages']).optional(),
+  label: z.enum(['breed', 'species']).optional(),
+  valFraction: z.number().optional(),
+  seed: z.number().int().optional(),
+  batchSize: z.number().int().positive().optional(),
+  cache: z.union([z.string(), z.literal(false)]).optional(),
+  augment: z
+    .object({
+      views: z.number().int().nonnegative(),
+      options: z
+        .object({
+          crop: z.union([z.boolean(), z.object({ scale: pair.optional(), ratio: pair.optional() })]).optional(),
+          flip: z.number().optional(),
+          brightness: z.number().optional(),
+          contrast: z.number().optional(),
+          saturation: z.number().optional(),
+        })
+        .optional(),
+    })
+    .optional(),
+  backbone: SavedBackboneSchema.optional(),
+  topWrong: z.number().int().nonnegative().optional(),
+  finetune: FinetuneSettingsSchema.partial().optional(),
+});
 
 type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart' | 'onInfo'> };
 
@@ -325,17 +352,8 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
 /** Continue a fine-tuning run from its last checkpoint, with the options it was started with. */
 export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
   const p = join(dir, FINETUNE_FILES.options);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(p, 'utf8'));
-  } catch {
-    throw new GraftError(`${dir}: not a fine-tuning run to resume (${FINETUNE_FILES.options} missing or unreadable)`);
-  }
-  const parsed = SavedOptionsSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new GraftError(`${p}: not the options of a fine-tuning run (${parsed.error.issues.map((i) => `${i.path.join('.') || 'file'}: ${i.message}`).join('; ')})`);
-  }
-  const saved = parsed.data as unknown as SavedOptions;
+  if (!(await stat(p).catch(() => undefined))) throw new GraftError(`${dir}: not a fine-tuning run to resume (${FINETUNE_FILES.options} missing)`);
+  const saved = await readJsonFile(p, SavedOptionsSchema, 'fine-tuning options file');
   return finetuneRun({ ...saved, out: dir, reporter: extra.reporter, signal: extra.signal, resume: true, finetune: { ...saved.finetune, ...extra.finetune } });
 }
 

@@ -1,8 +1,26 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Evaluation } from '../learn/metrics.js';
+import { z } from 'zod';
 import { loadRun, RUN_FILES } from '../learn/run.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { readJsonFile, readJsonFileIfExists } from '../util/json.js';
+
+/** A number in metrics.json; JSON writes NaN (no validation images, a class never predicted) as null. */
+const num = z.number().nullable();
+
+/** What the report reads of metrics.json (learn/metrics.ts Evaluation under `validation`); other fields pass. */
+const ReportMetricsSchema = z.object({
+  validation: z.object({
+    accuracy: num,
+    balancedAccuracy: num,
+    logLoss: num,
+    perClass: z.array(z.object({ class: z.string(), precision: num, recall: num, f1: num, support: z.number() })),
+    mostConfused: z.array(z.object({ trueClass: z.string(), predictedClass: z.string(), count: z.number() })).optional(),
+  }),
+});
+
+/** skipped.json: the files training could not read (absent in runs that predate it). */
+const SkippedSchema = z.array(z.object({ path: z.string(), reason: z.string() }));
 
 function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -16,16 +34,18 @@ async function dataUri(path: string): Promise<string | undefined> {
   }
 }
 
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const pct = (x: number | null) => (x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
+const fixed = (x: number | null, digits: number) => (x === null ? 'n/a' : x.toFixed(digits));
 
 /**
  * One self-contained HTML page for a run (pictures embedded, no external files): headline numbers, training curves,
  * confusion matrix, most-confused pairs, top losses, per-class table, settings, skipped files.
  */
 export async function renderReport(runDir: string, out = join(runDir, 'report.html')): Promise<{ out: string; bytes: number }> {
-  const run = await loadRun(runDir);
-  const metrics = JSON.parse(await readFile(join(runDir, RUN_FILES.metrics), 'utf8')) as { validation: Evaluation; bestEpoch?: number; seconds?: Record<string, number> };
-  const skipped = JSON.parse(await readFile(join(runDir, RUN_FILES.skipped), 'utf8').catch(() => '[]')) as { path: string; reason: string }[];
+  // The report shows the run's files; it does not need the backbone (a run moved without it still has a report).
+  const run = await loadRun(runDir, { model: false });
+  const metrics = await readJsonFile(join(runDir, RUN_FILES.metrics), ReportMetricsSchema, 'metrics file');
+  const skipped = (await readJsonFileIfExists(join(runDir, RUN_FILES.skipped), SkippedSchema, 'skipped-files list')) ?? [];
   const v = metrics.validation;
   const cfg = run.config;
   const img = async (file: string, alt: string) => {
@@ -33,8 +53,8 @@ export async function renderReport(runDir: string, out = join(runDir, 'report.ht
     return uri ? `<figure><img src="${uri}" alt="${esc(alt)}"><figcaption>${esc(alt)}</figcaption></figure>` : '';
   };
   const perClass = [...v.perClass]
-    .sort((a, b) => a.recall - b.recall || a.class.localeCompare(b.class))
-    .map((c) => `<tr><td>${esc(c.class)}</td><td>${c.precision.toFixed(3)}</td><td>${c.recall.toFixed(3)}</td><td>${c.f1.toFixed(3)}</td><td>${c.support}</td></tr>`)
+    .sort((a, b) => (a.recall ?? -1) - (b.recall ?? -1) || a.class.localeCompare(b.class))
+    .map((c) => `<tr><td>${esc(c.class)}</td><td>${fixed(c.precision, 3)}</td><td>${fixed(c.recall, 3)}</td><td>${fixed(c.f1, 3)}</td><td>${c.support}</td></tr>`)
     .join('');
   const confused = (v.mostConfused ?? []).map((p) => `<tr><td>${esc(p.trueClass)}</td><td>${esc(p.predictedClass)}</td><td>${p.count}</td></tr>`).join('');
   const html = `<!doctype html>
@@ -53,7 +73,7 @@ th{background:#f6f6f6} code,pre{background:#f6f6f6;padding:.1rem .3rem;border-ra
 <div class="cards">
 <div class="card"><b>${pct(v.accuracy)}</b><span>validation accuracy</span></div>
 <div class="card"><b>${pct(v.balancedAccuracy)}</b><span>balanced accuracy</span></div>
-<div class="card"><b>${v.logLoss.toFixed(3)}</b><span>log loss</span></div>
+<div class="card"><b>${fixed(v.logLoss, 3)}</b><span>log loss</span></div>
 <div class="card"><b>${cfg.data.trainCount} / ${cfg.data.valCount}</b><span>train / validation images</span></div>
 <div class="card"><b>${skipped.length}</b><span>files skipped</span></div>
 </div>

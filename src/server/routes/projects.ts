@@ -6,12 +6,16 @@ import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import { z } from 'zod';
 import { exportRun } from '../../tasks/export.js';
+import { readJsonFile } from '../../util/json.js';
 import type { ServerContext } from '../context.js';
 import { sendError } from '../context.js';
 import { pageEvaluation } from '../evaluation.js';
 import { RequestError } from '../predictors.js';
 import { parseTrainRequest, runTrainJob } from '../train-job.js';
 import { rawBodyParser } from './raw-body.js';
+
+/** What the run listing reads of a run's metrics.json (NaN accuracy is written as null). */
+const RunMetricsSchema = z.object({ validation: z.object({ accuracy: z.number().nullable().optional(), n: z.number().optional() }).optional() });
 
 const CreateSchema = z.object({ name: z.string(), backbone: z.string().min(1), classes: z.array(z.string()).max(1000).optional() }).strict();
 
@@ -133,8 +137,9 @@ export async function projectRoutes(app: FastifyInstance, ctx: ServerContext): P
     const runs = await projects.runs(id);
     const out = [];
     for (const run of runs) {
-      const metrics = JSON.parse(await readFile(join(projects.runDir(id, run), 'metrics.json'), 'utf8').catch(() => '{}')) as { validation?: { accuracy?: number; n?: number } };
-      out.push({ run, accuracy: metrics.validation?.accuracy, n: metrics.validation?.n });
+      // A run whose metrics.json is missing or damaged is listed without numbers (it still has its own page).
+      const metrics = await readJsonFile(join(projects.runDir(id, run), 'metrics.json'), RunMetricsSchema).catch(() => undefined);
+      out.push({ run, accuracy: metrics?.validation?.accuracy ?? undefined, n: metrics?.validation?.n });
     }
     return { runs: out };
   }));
