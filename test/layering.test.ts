@@ -1,7 +1,8 @@
 /**
  * The shape of src/: no import circles between files, and no arrow from a lower layer to a higher one
  * (cli → tasks → vision/learn → engine → models → image/data → util; server, queue and api sit with tasks, under
- * cli). Circles came in twice by moving one helper to the wrong file; this keeps them out.
+ * cli). Circles crept in before (cli/options ↔ cli/commands/models, models/download ↔ models/store,
+ * engine/grad/forward ↔ bn-train, learn/finetune ↔ finetune-session); this keeps them out.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';

@@ -91,11 +91,11 @@ export async function loadRun(dir: string, opts: LoadRunOptions = {}): Promise<L
   const config = await readJsonFile(cfgPath, RunConfigSchema, 'run config');
   const headPath = join(dir, RUN_FILES.head);
   const head = headFromJSON(await readJsonFile(headPath, z.unknown(), 'head weights'), headPath);
-  const found = await locateModel(dir, config.model);
+  const found = await locateModel(dir, config.model, opts.model !== false);
   if (!found.path && opts.model !== false) {
     throw new GraftError(
       `${cfgPath}: the run's backbone is not at ${found.tried.join(' nor ')} and graft's model store has no file with its SHA-256 ` +
-        `${config.model.sha256}; put the model (${basename(config.model.source)}) back there, keeping its place relative to the run folder`,
+        `${config.model.sha256}; put the model file (${basename(config.model.source)}) at ${found.tried[0]}, its place relative to the run folder`,
     );
   }
   config.model = { ...config.model, path: found.path ?? found.tried[0]! };
@@ -107,7 +107,7 @@ export async function loadRun(dir: string, opts: LoadRunOptions = {}): Promise<L
  * absolute path it had when the run was written, else a file with its SHA-256 in graft's model store (a run shared
  * with someone who pulled the same catalog model). Whichever is used, callers check its SHA-256 against the run's.
  */
-async function locateModel(dir: string, model: RunConfig['model']): Promise<{ path?: string; tried: string[] }> {
+async function locateModel(dir: string, model: RunConfig['model'], searchStore: boolean): Promise<{ path?: string; tried: string[] }> {
   const tried = [...new Set([isAbsolute(model.path) ? model.path : resolve(dir, model.path), ...(model.absolutePath ? [model.absolutePath] : [])])];
   for (const c of tried) {
     try {
@@ -116,7 +116,7 @@ async function locateModel(dir: string, model: RunConfig['model']): Promise<{ pa
       // try the next
     }
   }
-  return { path: await defaultStore().findBySha256(model.sha256), tried };
+  return { path: searchStore ? await defaultStore().findBySha256(model.sha256) : undefined, tried };
 }
 
 /** The `model` block of a run's config for a backbone file at `modelPath`, written into run folder `runDir`. */
