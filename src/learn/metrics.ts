@@ -1,6 +1,7 @@
 /**
  * Classification metrics from predicted probabilities: what a person wants to know after training a head.
  */
+import { z } from 'zod';
 import { GraftError } from '../errors.js';
 
 export interface ClassMetrics {
@@ -43,6 +44,23 @@ export interface Evaluation {
 }
 
 export interface ConfusedPair { trueClass: string; predictedClass: string; count: number }
+
+/** A number of metrics.json: JSON writes NaN (no images to measure on) as null; read back as NaN. */
+const metric = z.number().nullable().transform((v) => v ?? NaN);
+
+/** An Evaluation as metrics.json holds it (under `validation`), for reading it back (report, the page). */
+export const EvaluationSchema = z.object({
+  n: z.number().int().nonnegative(),
+  accuracy: metric,
+  balancedAccuracy: metric,
+  logLoss: metric,
+  perClass: z.array(z.object({ class: z.string(), precision: metric, recall: metric, f1: metric, support: z.number().int().nonnegative() })),
+  confusion: z.array(z.array(z.number().int().nonnegative())),
+  mostConfidentlyWrong: z.array(
+    z.object({ index: z.number().int(), path: z.string().optional(), trueClass: z.string(), predictedClass: z.string(), probability: metric, trueProbability: metric }),
+  ),
+  mostConfused: z.array(z.object({ trueClass: z.string(), predictedClass: z.string(), count: z.number().int() })),
+}) satisfies z.ZodType<Evaluation, unknown>;
 
 /** The `k` largest off-diagonal cells (ties: by true then predicted class index). */
 export function mostConfused(confusion: number[][], classes: string[], k = 10): ConfusedPair[] {

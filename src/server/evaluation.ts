@@ -4,7 +4,7 @@
  * not keep per-image predictions, so they are recomputed on the same seeded split (features come from the cache).
  */
 import { join } from 'node:path';
-import { argmaxRows, evaluate, type Evaluation } from '../learn/metrics.js';
+import { argmaxRows, evaluate, EvaluationSchema, type Evaluation } from '../learn/metrics.js';
 import { loadRun } from '../learn/run.js';
 import { runBackbone } from '../tasks/evaluate.js';
 import { runExtraction } from '../tasks/features.js';
@@ -42,7 +42,7 @@ export function pageEvaluation(runDir: string, run: string, imageId: (path: stri
 }
 
 const StoredSchema = z.object({
-  validation: z.object({}).passthrough(),
+  validation: EvaluationSchema,
   validationPredictions: z.array(z.object({ path: z.string(), true: z.number().int(), predicted: z.number().int(), probability: z.number(), trueProbability: z.number() })),
 });
 
@@ -53,7 +53,7 @@ async function compute(runDir: string, run: string, imageId: (path: string) => s
   // A frozen run keeps its validation predictions (from the head chosen on them, before any refit): use those.
   const stored = await readJsonFile(join(runDir, 'metrics.json'), StoredSchema).catch(() => undefined);
   if (stored) {
-    const { mostConfidentlyWrong: _w, ...evaluation } = stored.validation as unknown as Evaluation;
+    const { mostConfidentlyWrong: _w, ...evaluation } = stored.validation;
     const items = stored.validationPredictions.map((p) => ({ image: imageId(p.path) ?? p.path, true: p.true, predicted: p.predicted, probability: p.probability, trueProbability: p.trueProbability, loss: -Math.log(Math.max(p.trueProbability, 1e-15)) }));
     items.sort((a, b) => b.loss - a.loss);
     return { run, classes: r.config.classes, mode, evaluation, items, history, model: r.config.model.source };

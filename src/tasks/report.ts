@@ -1,23 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { EvaluationSchema } from '../learn/metrics.js';
 import { loadRun, RUN_FILES } from '../learn/run.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { readJsonFile, readJsonFileIfExists } from '../util/json.js';
 
-/** A number in metrics.json; JSON writes NaN (no validation images, a class never predicted) as null. */
-const num = z.number().nullable();
-
-/** What the report reads of metrics.json (learn/metrics.ts Evaluation under `validation`); other fields pass. */
-const ReportMetricsSchema = z.object({
-  validation: z.object({
-    accuracy: num,
-    balancedAccuracy: num,
-    logLoss: num,
-    perClass: z.array(z.object({ class: z.string(), precision: num, recall: num, f1: num, support: z.number() })),
-    mostConfused: z.array(z.object({ trueClass: z.string(), predictedClass: z.string(), count: z.number() })).optional(),
-  }),
-});
+/** What the report reads of metrics.json. */
+const ReportMetricsSchema = z.object({ validation: EvaluationSchema });
 
 /** skipped.json: the files training could not read (absent in runs that predate it). */
 const SkippedSchema = z.array(z.object({ path: z.string(), reason: z.string() }));
@@ -34,8 +24,9 @@ async function dataUri(path: string): Promise<string | undefined> {
   }
 }
 
-const pct = (x: number | null) => (x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
-const fixed = (x: number | null, digits: number) => (x === null ? 'n/a' : x.toFixed(digits));
+// NaN: nothing to measure on (no validation images).
+const pct = (x: number) => (Number.isNaN(x) ? 'n/a' : `${(100 * x).toFixed(1)}%`);
+const fixed = (x: number, digits: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(digits));
 
 /**
  * One self-contained HTML page for a run (pictures embedded, no external files): headline numbers, training curves,
@@ -53,7 +44,7 @@ export async function renderReport(runDir: string, out = join(runDir, 'report.ht
     return uri ? `<figure><img src="${uri}" alt="${esc(alt)}"><figcaption>${esc(alt)}</figcaption></figure>` : '';
   };
   const perClass = [...v.perClass]
-    .sort((a, b) => (a.recall ?? -1) - (b.recall ?? -1) || a.class.localeCompare(b.class))
+    .sort((a, b) => a.recall - b.recall || a.class.localeCompare(b.class))
     .map((c) => `<tr><td>${esc(c.class)}</td><td>${fixed(c.precision, 3)}</td><td>${fixed(c.recall, 3)}</td><td>${fixed(c.f1, 3)}</td><td>${c.support}</td></tr>`)
     .join('');
   const confused = (v.mostConfused ?? []).map((p) => `<tr><td>${esc(p.trueClass)}</td><td>${esc(p.predictedClass)}</td><td>${p.count}</td></tr>`).join('');
