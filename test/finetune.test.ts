@@ -36,6 +36,8 @@ import { colourImage, type Rgb } from './helpers/images.js';
 import { tinyCnn, TINY_SIZE, tinyCutSet } from './helpers/tiny-cnn.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
+const decodeBlob = (b64: string) => new Float32Array(new Uint8Array(Buffer.from(b64, 'base64')).buffer);
+
 const S = TINY_SIZE;
 
 let dir: string;
@@ -376,6 +378,37 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ${ev.evaluation.logLoss} vs ${res.validation.logLoss}`);
   });
 
+  test('--head mlp with --finetune: the MLP trains with the block; eval and export through ORT agree; resume is exact', async () => {
+    const common = { data: join(dir, 'imgs', 'train'), val: join(dir, 'imgs', 'val'), model, blocks: 1 as const, cache: join(dir, 'cache') };
+    const settings = { epochs: 3, batchSize: 4, lr: 1e-2, probeEpochs: 20, head: 'mlp' as const, hidden: 8, dropout: 0.3 };
+    const out = join(dir, 'run-mlp');
+    const res = await finetuneRun({ ...common, out, finetune: settings });
+    const json = res.head.toJSON();
+    assert.equal(json.kind, 'mlp');
+    if (json.kind !== 'mlp') return;
+    assert.deepEqual(json.params.W1.shape, [8, res.head.dim]);
+    assert.equal((json.training as { finetune?: boolean }).finetune, true);
+    const run = await loadRun(out);
+    assert.equal(run.config.head.kind, 'mlp');
+    assert.equal(res.validation.accuracy, 1);
+    // predict/eval (ORT on model.onnx, then the head) give what training measured on the same graph.
+    const ev = await evalRun(out, join(dir, 'imgs', 'val'), { cache: false });
+    assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ${ev.evaluation.logLoss} vs ${res.validation.logLoss}`);
+    // The MLP moved from its probe: the same run without fine-tuning steps has other head weights.
+    const probeOnly = await finetuneRun({ ...common, out: join(dir, 'run-mlp-0'), finetune: { ...settings, stopAfter: 0 } });
+    const p0 = probeOnly.head.toJSON();
+    assert.ok(p0.kind === 'mlp' && p0.params.W2.base64 !== json.params.W2.base64, 'fine-tuning changed the MLP');
+    // 2 epochs + resume 1 = 3 epochs in one go (dropout masks from (seed, epoch, step)).
+    const split = join(dir, 'run-mlp-split');
+    await finetuneRun({ ...common, out: split, finetune: { ...settings, stopAfter: 2 } });
+    const resumed = await resumeFinetuneRun(split);
+    const r = resumed.head.toJSON();
+    assert.ok(r.kind === 'mlp');
+    const a = decodeBlob(json.params.W1.base64);
+    const b = decodeBlob((r as typeof json).params.W1.base64);
+    assert.ok(a.every((v, i) => Math.abs(v - b[i]!) <= 1e-6), 'resumed MLP equals the uninterrupted one');
+  });
+
   test('CLI: graft train --finetune 1 --json, then --resume; bad --finetune is a usage error', () => {
     const cli = (...args: string[]) =>
       spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'src', 'cli', 'entry.ts'), ...args], { encoding: 'utf8', timeout: 120_000 });
@@ -398,6 +431,9 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     assert.match(bad.stderr, /from 1 to 2/);
     const usage = cli('train', '--finetune', '1');
     assert.equal(usage.status, 2, `stderr: ${usage.stderr}`);
+    const knn = cli('train', ...base, '--out', join(dir, 'cli-knn'), '--finetune', '1', '--head', 'knn');
+    assert.equal(knn.status, 2, `stderr: ${knn.stderr}`);
+    assert.match(knn.stderr, /--head knn cannot be fine-tuned: a kNN head has no gradient/);
   });
 });
 

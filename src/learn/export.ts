@@ -5,8 +5,9 @@
  */
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
-import { OnnxBuilder } from '../models/importers/onnx-builder.js';
+import { valueInfo } from '../engine/grad/onnx-writer.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
+import { denseParams, headGraph, type DenseHeadValues } from './head-graph.js';
 import { decodeFloat32, type HeadJson } from './heads.js';
 
 const { onnx } = onnxProto;
@@ -110,36 +111,21 @@ function headPrefix(graph: GraphProto): string {
   return prefix;
 }
 
-/** The ops that turn (flattened) features into logits, as the head computes them in src/learn/heads.ts. */
-function addHead(b: OnnxBuilder, features: string, head: HeadJson, src: string, prefix: string): number {
+/** The head's values from its JSON (checked against its shapes). */
+export function denseHeadValues(head: HeadJson, src: string): DenseHeadValues {
   const d = head.dim;
   const C = head.classes.length;
-  const p = (s: string) => prefix + s;
-  b.node('Flatten', [features], EXPORT_OUTPUTS.features, { axis: 1 }, p('flatten'));
-  // Sub/Div rather than folding into the Gemm: the same float operations, in the same order, as predictProba.
-  b.floats(p('mean'), [d], decodeFloat32(head.mean, [d], 'mean', src));
-  b.floats(p('std'), [d], decodeFloat32(head.std, [d], 'std', src));
-  b.node('Sub', [EXPORT_OUTPUTS.features, p('mean')], p('centred'), {}, p('sub_mean'));
-  const x = b.node('Div', [p('centred'), p('std')], p('standardised'), {}, p('div_std'));
+  const mean = decodeFloat32(head.mean, [d], 'mean', src);
+  const std = decodeFloat32(head.std, [d], 'std', src);
   if (head.kind === 'linear') {
-    b.floats(p('W'), [C, d], decodeFloat32(head.params.W, [C, d], 'params.W', src));
-    b.floats(p('b'), [C], decodeFloat32(head.params.b, [C], 'params.b', src));
-    b.node('Gemm', [x, p('W'), p('b')], EXPORT_OUTPUTS.logits, { transB: 1 }, p('fc'));
-  } else if (head.kind === 'mlp') {
-    const H = head.params.W1.shape[0]!;
-    b.floats(p('W1'), [H, d], decodeFloat32(head.params.W1, [H, d], 'params.W1', src));
-    b.floats(p('b1'), [H], decodeFloat32(head.params.b1, [H], 'params.b1', src));
-    b.floats(p('W2'), [C, H], decodeFloat32(head.params.W2, [C, H], 'params.W2', src));
-    b.floats(p('b2'), [C], decodeFloat32(head.params.b2, [C], 'params.b2', src));
-    // Dropout only acts in training, so inference has none to export.
-    b.node('Gemm', [x, p('W1'), p('b1')], p('hidden_pre'), { transB: 1 }, p('fc1'));
-    b.node('Relu', [p('hidden_pre')], p('hidden'), {}, p('relu'));
-    b.node('Gemm', [p('hidden'), p('W2'), p('b2')], EXPORT_OUTPUTS.logits, { transB: 1 }, p('fc2'));
-  } else {
-    throw knnRefusal(src);
+    return { kind: 'linear', d, C, H: 0, mean, std, params: [decodeFloat32(head.params.W, [C, d], 'params.W', src), decodeFloat32(head.params.b, [C], 'params.b', src)] };
   }
-  b.node('Softmax', [EXPORT_OUTPUTS.logits], EXPORT_OUTPUTS.probabilities, { axis: 1 }, p('softmax'));
-  return head.kind === 'linear' ? 5 : 7;
+  if (head.kind === 'mlp') {
+    const H = head.params.W1.shape[0]!;
+    const params = denseParams('mlp', d, H, C).map((q) => decodeFloat32(head.params[q.name as 'W1' | 'b1' | 'W2' | 'b2'], q.dims, `params.${q.name}`, src));
+    return { kind: 'mlp', d, C, H, mean, std, params };
+  }
+  throw knnRefusal(src);
 }
 
 export function knnRefusal(src: string): GraftError {
@@ -177,8 +163,7 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
   const renames = renameClashes(graph, tensors);
   const feature = renames.get(opts.featureTensor) ?? opts.featureTensor;
 
-  const b = new OnnxBuilder();
-  const headNodes = addHead(b, feature, opts.head, src, headPrefix(graph));
+  const head = headGraph(feature, denseHeadValues(opts.head, src), { prefix: headPrefix(graph), features: EXPORT_OUTPUTS.features, logits: EXPORT_OUTPUTS.logits, probabilities: EXPORT_OUTPUTS.probabilities });
   const batch = imageInput.shape[0] ?? 'batch';
   const batchDim = typeof batch === 'number' && batch > 0 ? batch : typeof batch === 'string' && batch !== '?' ? batch : 'batch';
   const C = opts.head.classes.length;
@@ -187,11 +172,9 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
     { name: EXPORT_OUTPUTS.logits, shape: [batchDim, C] },
     { name: EXPORT_OUTPUTS.features, shape: [batchDim, opts.head.dim] },
   ];
-  for (const o of outputs) b.output(o.name, o.shape);
-  const parts = b.parts();
-  graph.node = [...graph.node, ...parts.nodes];
-  graph.initializer = [...graph.initializer, ...parts.initializers];
-  graph.output = parts.outputs;
+  graph.node = [...graph.node, ...head.nodes];
+  graph.initializer = [...graph.initializer, ...head.initializers];
+  graph.output = outputs.map((o) => valueInfo(o.name, o.shape));
 
   const meta = new Map((model.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
   for (const [k, v] of Object.entries(opts.metadata ?? {})) meta.set(k, v);
@@ -201,6 +184,6 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
   return {
     bytes: onnx.ModelProto.encode(model).finish(),
     outputs,
-    nodes: { kept: keep.size, dropped: nodes.length - keep.size, head: headNodes },
+    nodes: { kept: keep.size, dropped: nodes.length - keep.size, head: head.nodes.length },
   };
 }

@@ -65,7 +65,11 @@ export interface FinetuneOptions {
   warmup?: number;
   /** Default 0 (see DEFAULTS). */
   labelSmoothing?: number;
-  /** Dropout before the head (default 0). */
+  /** The head: 'linear' (default) or 'mlp' (one hidden ReLU layer, as `graft train --head mlp`). */
+  head?: 'linear' | 'mlp';
+  /** Hidden units of an mlp head (default 256). */
+  hidden?: number;
+  /** Dropout before the head's last layer (default 0). */
   dropout?: number;
   /** Clip gradients to this global L2 norm (default 1; 0 = off). */
   clipNorm?: number;
@@ -125,6 +129,8 @@ export interface FinetuneSettings {
   schedule: Schedule;
   warmup: number;
   labelSmoothing: number;
+  head: 'linear' | 'mlp';
+  hidden: number;
   dropout: number;
   clipNorm: number;
   patience: number;
@@ -149,6 +155,8 @@ const DEFAULTS: Omit<FinetuneSettings, 'warmup'> = {
   weightDecay: 1e-4,
   schedule: 'cosine',
   labelSmoothing: 0,
+  head: 'linear',
+  hidden: 256,
   dropout: 0,
   clipNorm: 1,
   patience: 3,
@@ -170,6 +178,8 @@ export function finetuneSettings(o: FinetuneOptions): FinetuneSettings {
     schedule,
     warmup: pick('warmup', schedule === 'onecycle' ? 0.25 : 0.1),
     labelSmoothing: pick('labelSmoothing', DEFAULTS.labelSmoothing),
+    head: pick('head', DEFAULTS.head),
+    hidden: pick('hidden', DEFAULTS.hidden),
     dropout: pick('dropout', DEFAULTS.dropout),
     clipNorm: pick('clipNorm', DEFAULTS.clipNorm),
     patience: pick('patience', DEFAULTS.patience),
@@ -179,6 +189,8 @@ export function finetuneSettings(o: FinetuneOptions): FinetuneSettings {
     probeEpochs: pick('probeEpochs', DEFAULTS.probeEpochs),
   };
   if (schedule !== 'cosine' && schedule !== 'onecycle') throw new GraftError(`schedule must be 'cosine' or 'onecycle' (got ${schedule})`);
+  if (s.head !== 'linear' && s.head !== 'mlp') throw new GraftError(`a fine-tuned head is 'linear' or 'mlp' (got ${String(s.head)}; a kNN head has no gradient)`);
+  if (!(Number.isInteger(s.hidden) && s.hidden >= 1)) throw new GraftError(`hidden units must be an integer >= 1 (got ${s.hidden})`);
   if (!(s.dropout >= 0 && s.dropout < 1)) throw new GraftError(`dropout must be in [0, 1) (got ${s.dropout})`);
   if (!(s.labelSmoothing >= 0 && s.labelSmoothing < 1)) throw new GraftError(`label smoothing must be in [0, 1) (got ${s.labelSmoothing})`);
   if (!(s.warmup >= 0 && s.warmup < 1)) throw new GraftError(`warmup must be in [0, 1) (got ${s.warmup})`);

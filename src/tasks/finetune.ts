@@ -272,7 +272,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
     classes,
     data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
     head: {
-      kind: 'linear',
+      kind: settings.head,
       bestEpoch: res.bestEpoch,
       stoppedEarly: res.stoppedEarly,
       finetune: {
