@@ -20,7 +20,7 @@ import { GradientProgram } from '../src/engine/grad/program.js';
 import type { ConvMethods } from '../src/engine/grad/rules/registry.js';
 import { sessionOptions } from '../src/engine/ort.js';
 import { convWeightNames, cutForLastBlocks, suffixModel } from '../src/learn/blocks.js';
-import { adamwUpdate, type AdamParam } from '../src/learn/finetune-session.js';
+import { adamwUpdate, type AdamParam } from '../src/learn/optim.js';
 import { HEAD, withLinearHead } from '../src/learn/train-graph.js';
 import { parseOnnx } from '../src/models/onnx-file.js';
 import { OnnxBuilder } from '../src/models/importers/onnx-builder.js';

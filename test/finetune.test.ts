@@ -204,7 +204,7 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
       (e: unknown) => e instanceof InterruptedError && e.exitCode === 130 && /epoch 2, step 2 of 3.*--resume/.test(e.message),
     );
     const last = await readCheckpoint(join(ckB, 'last.ckpt'));
-    assert.deepEqual(last.meta.partial && { ...(last.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 2, step: 2, lossSum: 0, correct: 0 });
+    assert.deepEqual(last.meta.partial && { ...(last.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 2, step: 2, lossSum: 0, correct: 0, rows: 16 });
     const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...o, checkpointDir: ckB, resume: true });
     assert.equal(b.history.length, 4);
     for (const k of Object.keys(a.weights)) {

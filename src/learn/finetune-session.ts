@@ -15,36 +15,11 @@ import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './bloc
 import { denseParams, type DenseHeadValues } from './head-graph.js';
 import { encodeFloat32, headFromJSON, trainHead, type Head, type HeadJson } from './heads.js';
 import { classWeights } from './metrics.js';
+import { adamwUpdate, globalNormSq, glorotUniform, type AdamParam } from './optim.js';
 import { HEAD_PREFIX, initializersAsInputs, withHead } from './train-graph.js';
 import type { CutSet, FinetuneSettings } from './finetune.js';
 
-/** A parameter with its AdamW moments; `lrMul` scales the learning rate, `decay` applies weight decay. */
-export interface AdamParam { value: Float32Array; m: Float32Array; s: Float32Array; lrMul: number; decay: boolean }
 interface Param extends AdamParam { key: string; name: string }
-
-/**
- * One AdamW update (beta2 0.999, eps 1e-8, decoupled weight decay) of `params` with gradients `grads` (same order),
- * scaled by `scale` (gradient clipping); `t` is the 0-based step.
- */
-export function adamwUpdate(params: AdamParam[], grads: Float32Array[], o: { lr: number; beta1: number; t: number; scale: number; weightDecay: number }): void {
-  const { lr, beta1, t, scale } = o;
-  const b2 = 0.999;
-  const c1 = 1 - beta1 ** (t + 1);
-  const c2 = 1 - b2 ** (t + 1);
-  for (let k = 0; k < params.length; k++) {
-    const p = params[k]!;
-    const g = grads[k]!;
-    const step = lr * p.lrMul;
-    const wd = p.decay ? o.weightDecay : 0;
-    const { value, m, s } = p;
-    for (let i = 0; i < value.length; i++) {
-      const gi = g[i]! * scale;
-      m[i] = m[i]! * beta1 + gi * (1 - beta1);
-      s[i] = s[i]! * b2 + gi * gi * (1 - b2);
-      value[i] = value[i]! - step * (m[i]! / c1 / (Math.sqrt(s[i]! / c2) + 1e-8) + wd * value[i]!);
-    }
-  }
-}
 
 const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
 
@@ -126,15 +101,11 @@ export class FinetuneSession {
     if (pj.kind === 'knn') throw new Error('unreachable');
     const H = pj.kind === 'mlp' ? pj.params.W1.shape[0]! : 0;
     const specs = denseParams(pj.kind, d, H, C);
-    let values = specs.map((q) => dec((pj.params as Record<string, { base64: string }>)[q.name]!));
+    let values: Float32Array[] = specs.map((q) => dec((pj.params as Record<string, { base64: string }>)[q.name]!));
     if (o.probeEpochs === 0) {
       // Glorot-like small random matrices, zero biases.
       const rng = mulberry32(deriveSeed(o.seed, 12));
-      values = specs.map((q) => {
-        if (!q.matrix) return new Float32Array(q.dims[0]!);
-        const l = Math.sqrt(6 / (q.dims[0]! + q.dims[1]!));
-        return Float32Array.from({ length: q.dims[0]! * q.dims[1]! }, () => (rng() * 2 - 1) * l);
-      });
+      values = specs.map((q) => (q.matrix ? glorotUniform(q.dims[0]!, q.dims[1]!, rng) : new Float32Array(q.dims[0]!)));
     }
     const start: DenseHeadValues = { kind: pj.kind, d, C, H, mean: dec(pj.mean), std: dec(pj.std), params: values };
     const train1 = withHead(suffix.bytes, featureTensor, start, o.dropout > 0);
@@ -234,8 +205,7 @@ export class FinetuneSession {
     }
     if (lossHook) loss = lossHook(loss);
     const grads = this.params.map((p) => r.grads[p.name]!);
-    let normSq = 0;
-    for (const g of grads) for (let i = 0; i < g.length; i++) normSq += g[i]! * g[i]!;
+    const normSq = globalNormSq(grads);
     if (!Number.isFinite(loss) || !Number.isFinite(normSq)) return { loss, correct, finite: false };
     const scale = o.clipNorm > 0 ? Math.min(1, o.clipNorm / (Math.sqrt(normSq) + 1e-12)) : 1;
     adamwUpdate(this.params, grads, { lr, beta1, t, scale, weightDecay: o.weightDecay });

@@ -28,11 +28,13 @@ import type { LoadedOnnx } from '../models/onnx-file.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { FinetuneSession } from './finetune-session.js';
+import { scheduleAt } from './optim.js';
+import { EarlyStopping, fit, lossHook, progress, stopAfter, type Callback, type FitOptions, type FitState, type Problem, type StepOutcome } from './fit.js';
 import type { EpochLog, Head } from './heads.js';
 import { accuracyOf, logLoss } from './metrics.js';
 
 export { classWeights } from './metrics.js';
-export { adamwUpdate, type AdamParam } from './finetune-session.js';
+export { adamwUpdate, scheduleAt, type AdamParam } from './optim.js';
 
 export { bnAffineNames, bnStatNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
@@ -46,6 +48,7 @@ export interface CutSet {
   views?: Float32Array[];
 }
 
+/** Fine-tuning schedules (optim.ts also has 'constant', what frozen heads use). */
 export type Schedule = 'cosine' | 'onecycle';
 
 export interface FinetuneOptions {
@@ -200,28 +203,6 @@ export function finetuneSettings(o: FinetuneOptions): FinetuneSettings {
   return s;
 }
 
-const annealCos = (from: number, to: number, pos: number) => to + ((from - to) / 2) * (1 + Math.cos(Math.PI * Math.min(1, Math.max(0, pos))));
-
-/**
- * Learning rate and Adam beta1 at step t of `total`. Cosine: linear warmup to lr, cosine decay to 0, beta1 0.9.
- * One-cycle (Smith; fastai's fit_one_cycle defaults): lr from lr/25 up to lr (cosine) while beta1 goes 0.95 → 0.85,
- * then lr down to lr/1e5 while beta1 returns to 0.95.
- */
-export function scheduleAt(s: Pick<FinetuneSettings, 'lr' | 'warmup' | 'schedule'>, total: number, t: number): { lr: number; beta1: number } {
-  const up = Math.max(1, Math.round(s.warmup * total));
-  if (s.schedule === 'onecycle') {
-    if (t < up) {
-      const pos = t / up;
-      return { lr: annealCos(s.lr / 25, s.lr, pos), beta1: annealCos(0.95, 0.85, pos) };
-    }
-    const pos = (t - up) / Math.max(1, total - up);
-    return { lr: annealCos(s.lr, s.lr / 1e5, pos), beta1: annealCos(0.85, 0.95, pos) };
-  }
-  if (t < up) return { lr: (s.lr * (t + 1)) / up, beta1: 0.9 };
-  return { lr: s.lr * 0.5 * (1 + Math.cos((Math.PI * (t - up)) / Math.max(1, total - up))), beta1: 0.9 };
-}
-
-
 /** The epoch's order of training rows and, with augmented views, which view each position uses. */
 function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Array; viewOf?: Int32Array } {
   const order = shuffleInPlace(Int32Array.from({ length: train.n }, (_, i) => i), mulberry32(deriveSeed(seed, 1000 + epoch)));
@@ -231,12 +212,6 @@ function epochPlan(train: CutSet, seed: number, epoch: number): { order: Int32Ar
   return { order, viewOf: Int32Array.from(order, () => Math.floor(rng() * K)) };
 }
 
-/**
- * A training step awaits only promises that settle in the microtask queue (TF.js reads on wasm/cpu), so without this
- * a whole epoch (or sweep) would run without timers or signal handlers getting a turn: Ctrl-C (the abort signal)
- * would only be seen at the end of the epoch. setImmediate lets the event loop poll once per step.
- */
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The initial metrics as a checkpoint holds them (JSON writes NaN as null). */
 const SavedInitialSchema = z.object({ valLoss: z.number().nullable(), valAcc: z.number().nullable() }).nullable();
@@ -262,122 +237,177 @@ export async function finetune(
     const C = classes.length;
     const steps = Math.ceil(train.n / o.batchSize);
     const total = steps * o.epochs;
-
-    let history: EpochLog[] = [];
-    let bestLoss = Infinity;
-    let bestEpoch = 0;
-    let best: Record<string, Float32Array> | undefined;
-    let startEpoch = 1;
-    let startStep = 0;
-    let partialSums = { lossSum: 0, correct: 0 };
-    let sinceBest = 0;
-    // Computed once, at the start of the run, on the linear-probe head; checkpoints carry it so that a resumed run
-    // still reports it (the weights have moved since: it cannot be computed again).
-    let initial: FinetuneResult['initial'];
-    const ckDir = opts.checkpointDir;
-    const lastPath = ckDir ? `${ckDir}/last.ckpt` : undefined;
-    const bestPath = ckDir ? `${ckDir}/best.ckpt` : undefined;
-    const identity = { cut, cutShape, trainable: sess.trainable, classes, settings: o, trainCount: train.n, views: train.views?.length ?? 0 };
-    const progress = () => ({ identity, history, bestLoss: Number.isFinite(bestLoss) ? bestLoss : null, bestEpoch, sinceBest, initial: initial ?? null });
-    if (opts.resume) {
-      if (!lastPath) throw new GraftError('resume needs a checkpoint folder');
-      const ck = await readCheckpoint(lastPath);
-      if (JSON.stringify(ck.meta.identity) !== JSON.stringify(identity)) {
-        throw new GraftError(`${lastPath}: the checkpoint was made with other settings or data; cannot resume`);
-      }
-      sess.restore(ck.tensors, true);
-      history = ck.meta.history as EpochLog[];
-      bestLoss = (ck.meta.bestLoss as number | null) ?? Infinity;
-      bestEpoch = ck.meta.bestEpoch as number;
-      sinceBest = ck.meta.sinceBest as number;
-      startEpoch = (ck.meta.epoch as number) + 1;
-      const partial = ck.meta.partial as { epoch: number; step: number; lossSum: number; correct: number } | undefined;
-      if (partial) {
-        startEpoch = partial.epoch;
-        startStep = partial.step;
-        partialSums = { lossSum: partial.lossSum, correct: partial.correct };
-      }
-      if (bestPath && bestEpoch > 0) best = (await readCheckpoint(bestPath)).tensors;
-      if (ck.meta.stopped) startEpoch = o.epochs + 1;
-      // Absent from checkpoints written before it was kept, null without a validation set.
-      const saved = SavedInitialSchema.optional().safeParse(ck.meta.initial);
-      if (!saved.success) throw new GraftError(`${lastPath}: damaged checkpoint (initial metrics: ${saved.error.issues[0]?.message ?? 'invalid'})`);
-      if (saved.data) initial = { valLoss: saved.data.valLoss ?? NaN, valAcc: saved.data.valAcc ?? NaN };
-    }
-
-    if (hasVal && startEpoch === 1 && startStep === 0) {
+    const validate = async () => {
+      if (!hasVal) return undefined;
       const p = await sess.proba(val!);
-      initial = { valLoss: logLoss(p, val!.y, C), valAcc: accuracyOf(p, val!.y, C) };
-      opts.onInitial?.(initial);
-    }
-    opts.onStart?.();
-    const perEpoch: number[] = [];
+      return { valLoss: logLoss(p, val!.y, C), valAcc: accuracyOf(p, val!.y, C) };
+    };
+
+    let plan: { epoch: number; order: Int32Array; viewOf?: Int32Array } = { epoch: 0, order: new Int32Array(0) };
+    const epochSeconds: number[] = [];
     const stepSeconds: number[] = [];
-    let stoppedEarly = false;
-    let ran = 0;
-    for (let epoch = startEpoch; epoch <= o.epochs; epoch++) {
-      if (opts.stopAfter !== undefined && ran >= opts.stopAfter) break;
-      const t0 = performance.now();
-      const { order, viewOf } = epochPlan(train, o.seed, epoch);
-      let { lossSum, correct } = epoch === startEpoch ? partialSums : { lossSum: 0, correct: 0 };
-      for (let s = epoch === startEpoch ? startStep : 0; s < steps; s++) {
-        await yieldToEventLoop(); // the steps themselves never leave the microtask queue: let Ctrl-C (a signal) in
-        if (opts.signal?.aborted) {
-          if (!lastPath) throw new InterruptedError('fine-tuning interrupted (no checkpoint folder: nothing saved)');
-          await writeCheckpoint(lastPath, { ...progress(), epoch: epoch - 1, partial: { epoch, step: s, lossSum, correct } }, sess.snapshot(true));
-          throw new InterruptedError(`fine-tuning interrupted at epoch ${epoch}, step ${s} of ${steps}; saved ${lastPath} (continue with: graft train --resume ${ckDir!.replace(/\/checkpoints$/, '')})`);
-        }
-        const t = (epoch - 1) * steps + s;
+    let t0 = performance.now();
+    const problem: Problem = {
+      stepsPerEpoch: steps,
+      async step(epoch, s, t) {
+        if (plan.epoch !== epoch) plan = { epoch, ...epochPlan(train, o.seed, epoch) };
         const { lr, beta1 } = scheduleAt(o, total, t);
-        const hook = opts.lossHook;
-        const r = await sess.trainStep(train, { order, viewOf }, epoch, s, lr, beta1, t, hook ? (l) => hook(epoch, s + 1, l) : undefined);
-        if (!r.finite) {
-          const kept = lastPath && history.length ? `; the last good checkpoint (epoch ${history.length}) is kept in ${lastPath}` : '';
-          throw new GraftError(`fine-tuning diverged: the loss is ${Number.isFinite(r.loss) ? 'finite but the gradients are not' : r.loss} at epoch ${epoch}, step ${s + 1} (learning rate ${lr.toExponential(2)} too high?)${kept}`);
-        }
-        lossSum += r.loss * r.rows;
-        correct += r.correct;
-      }
-      stepSeconds.push((performance.now() - t0) / 1000);
-      const log: EpochLog = { epoch, trainLoss: lossSum / train.n, trainAcc: correct / train.n, lr: scheduleAt(o, total, epoch * steps - 1).lr };
-      if (hasVal) {
-        const p = await sess.proba(val!);
-        log.valLoss = logLoss(p, val!.y, C);
-        log.valAcc = accuracyOf(p, val!.y, C);
-      }
-      history.push(log);
-      let improved = false;
-      if (hasVal) {
-        if (log.valLoss! < bestLoss) {
-          bestLoss = log.valLoss!;
-          bestEpoch = epoch;
-          sinceBest = 0;
-          improved = true;
-        } else sinceBest++;
-      } else {
-        bestEpoch = epoch;
-        improved = true;
-      }
-      const stop = hasVal && sinceBest >= o.patience;
-      if (improved) best = sess.snapshot(false);
-      if (ckDir) {
-        if (improved) await writeCheckpoint(bestPath!, { identity, epoch }, best!);
-        await writeCheckpoint(lastPath!, { ...progress(), epoch, stopped: !!stop }, sess.snapshot(true));
-      }
-      perEpoch.push((performance.now() - t0) / 1000);
-      opts.onEpoch?.(log);
-      ran++;
-      if (stop) {
-        stoppedEarly = true;
-        break;
-      }
+        return sess.trainStep(train, plan, epoch, s, lr, beta1, t);
+      },
+      async validate() {
+        stepSeconds.push((performance.now() - t0) / 1000);
+        return validate();
+      },
+      lrAt: (t) => scheduleAt(o, total, t).lr,
+    };
+
+    const early = new EarlyStopping(o.patience, () => sess.snapshot(false));
+    const ckDir = opts.checkpointDir;
+    const checkpoint = ckDir ? new FinetuneCheckpoint(ckDir, { cut, cutShape, trainable: sess.trainable, classes, settings: o, trainCount: train.n, views: train.views?.length ?? 0 }, sess, early) : undefined;
+    if (opts.resume && !checkpoint) throw new GraftError('resume needs a checkpoint folder');
+    const start = opts.resume ? await checkpoint!.resume(o.epochs) : undefined;
+    let initial = start?.initial;
+    if (hasVal && !start) {
+      // Computed once, at the start of the run, on the probe head; checkpoints carry it so that a resumed run still
+      // reports it (the weights have moved since: it cannot be computed again).
+      initial = await validate();
+      opts.onInitial?.(initial!);
     }
-    if (best) sess.restore(best, false);
-    const { weights, head } = sess.result({ bestEpoch, ...o });
+    if (checkpoint) checkpoint.initial = initial;
+    opts.onStart?.();
+
+    // Wall time of each epoch (steps, validation, checkpoints) and of its steps alone (timed up to validation).
+    let clockEpoch = 0;
+    const clockStart: Callback = {
+      beforeStep: (state) => {
+        if (clockEpoch !== state.epoch) (clockEpoch = state.epoch), (t0 = performance.now());
+      },
+    };
+    const clockStop: Callback = { afterEpoch: () => void epochSeconds.push((performance.now() - t0) / 1000) };
+    const callbacks: Callback[] = [
+      ...(opts.signal ? [interrupt(opts.signal, checkpoint)] : []),
+      clockStart,
+      ...(opts.lossHook ? [lossHook(opts.lossHook)] : []),
+      nanGuard(checkpoint?.lastPath),
+      early,
+      ...(checkpoint ? [checkpoint] : []),
+      clockStop,
+      progress(opts.onEpoch),
+      ...(opts.stopAfter !== undefined ? [stopAfter(opts.stopAfter)] : []),
+    ];
+    const state = await fit(problem, { epochs: o.epochs, start: start?.fit }, callbacks);
+    if (early.best) sess.restore(early.best, false);
+    const { weights, head } = sess.result({ bestEpoch: early.bestEpoch, ...o });
     const valProba = hasVal ? await sess.proba(val!) : undefined;
-    return { weights, head, history, bestEpoch, stoppedEarly, valProba, seconds: { perEpoch, steps: stepSeconds }, initial };
+    return { weights, head, history: state.history, bestEpoch: early.bestEpoch, stoppedEarly: early.stoppedEarly, valProba, seconds: { perEpoch: epochSeconds, steps: stepSeconds }, initial };
   } finally {
     await sess.dispose();
+  }
+}
+
+/** Fine-tuning stops at a non-finite loss or gradient, naming the step; the last good checkpoint stays. */
+function nanGuard(lastPath: string | undefined): Callback {
+  return {
+    afterStep(state, r) {
+      if (r.finite) return;
+      const kept = lastPath && state.history.length ? `; the last good checkpoint (epoch ${state.history.length}) is kept in ${lastPath}` : '';
+      throw new GraftError(`fine-tuning diverged: the loss is ${Number.isFinite(r.loss) ? 'finite but the gradients are not' : r.loss} at epoch ${state.epoch}, step ${state.step + 1}${kept}`);
+    },
+  };
+}
+
+/** Ctrl-C (an aborted signal): the step under way has finished; save a mid-epoch checkpoint and stop. */
+function interrupt(signal: AbortSignal, checkpoint: FinetuneCheckpoint | undefined): Callback {
+  return {
+    async beforeStep(state) {
+      if (!signal.aborted) return;
+      if (!checkpoint) throw new InterruptedError('fine-tuning interrupted (no checkpoint folder: nothing saved)');
+      await checkpoint.writePartial(state);
+      throw new InterruptedError(`fine-tuning interrupted at epoch ${state.epoch}, step ${state.step} of ${checkpoint.steps}; saved ${checkpoint.lastPath} (continue with: graft train --resume ${checkpoint.dir.replace(/\/checkpoints$/, '')})`);
+    },
+  };
+}
+
+/** The checkpoint state as JSON keeps it (JSON writes NaN and Infinity as null). */
+const ProgressSchema = z.object({
+  identity: z.unknown(),
+  history: z.array(z.object({ epoch: z.number(), trainLoss: z.number().nullable(), trainAcc: z.number().nullable(), valLoss: z.number().nullable().optional(), valAcc: z.number().nullable().optional(), lr: z.number() }).passthrough()),
+  bestLoss: z.number().nullable(),
+  bestEpoch: z.number().int().nonnegative(),
+  sinceBest: z.number().int().nonnegative(),
+  epoch: z.number().int().nonnegative(),
+  stopped: z.boolean().optional(),
+  partial: z.object({ epoch: z.number().int().positive(), step: z.number().int().nonnegative(), lossSum: z.number(), correct: z.number().int().nonnegative(), rows: z.number().int().nonnegative().optional() }).optional(),
+});
+
+/**
+ * Checkpoints of a fine-tuning run: last.ckpt at every epoch end (and mid-epoch on Ctrl-C), best.ckpt when the
+ * validation loss improves; `resume` reads them back so the run continues exactly where it stopped.
+ */
+class FinetuneCheckpoint implements Callback {
+  readonly lastPath: string;
+  readonly bestPath: string;
+  initial: FinetuneResult['initial'];
+
+  constructor(
+    readonly dir: string,
+    private readonly identity: Record<string, unknown>,
+    private readonly sess: FinetuneSession,
+    private readonly early: EarlyStopping<Record<string, Float32Array>>,
+  ) {
+    this.lastPath = `${dir}/last.ckpt`;
+    this.bestPath = `${dir}/best.ckpt`;
+  }
+
+  /** Steps in an epoch (for messages). */
+  get steps(): number {
+    return Math.ceil((this.identity.trainCount as number) / (this.identity.settings as FinetuneSettings).batchSize);
+  }
+
+  private progress(history: EpochLog[]) {
+    const e = this.early;
+    return { identity: this.identity, history, bestLoss: Number.isFinite(e.bestLoss) ? e.bestLoss : null, bestEpoch: e.bestEpoch, sinceBest: e.sinceBest, initial: this.initial ?? null };
+  }
+
+  async writePartial(state: FitState): Promise<void> {
+    await writeCheckpoint(this.lastPath, { ...this.progress(state.history), epoch: state.epoch - 1, partial: { epoch: state.epoch, step: state.step, lossSum: state.lossSum, correct: state.correct, rows: state.rows } }, this.sess.snapshot(true));
+  }
+
+  async afterEpoch(state: FitState): Promise<void> {
+    if (this.early.improved) await writeCheckpoint(this.bestPath, { identity: this.identity, epoch: state.epoch }, this.early.best!);
+    await writeCheckpoint(this.lastPath, { ...this.progress(state.history), epoch: state.epoch, stopped: this.early.stoppedEarly }, this.sess.snapshot(true));
+  }
+
+  /** Restore the session and the early-stopping state from last.ckpt; the loop's start point. */
+  async resume(epochs: number): Promise<{ fit: NonNullable<FitOptions['start']>; initial: FinetuneResult['initial'] }> {
+    const ck = await readCheckpoint(this.lastPath);
+    if (JSON.stringify(ck.meta.identity) !== JSON.stringify(this.identity)) {
+      throw new GraftError(`${this.lastPath}: the checkpoint was made with other settings or data; cannot resume`);
+    }
+    const parsed = ProgressSchema.safeParse(ck.meta);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      throw new GraftError(`${this.lastPath}: damaged checkpoint (${i?.path.join('.') || 'metadata'}: ${i?.message ?? 'invalid'})`);
+    }
+    const m = parsed.data;
+    // Absent from checkpoints written before it was kept, null without a validation set.
+    const saved = SavedInitialSchema.optional().safeParse(ck.meta.initial);
+    if (!saved.success) throw new GraftError(`${this.lastPath}: damaged checkpoint (initial metrics: ${saved.error.issues[0]?.message ?? 'invalid'})`);
+    this.sess.restore(ck.tensors, true);
+    const e = this.early;
+    e.bestLoss = m.bestLoss ?? Infinity;
+    e.bestEpoch = m.bestEpoch;
+    e.sinceBest = m.sinceBest;
+    e.stoppedEarly = !!m.stopped;
+    if (e.bestEpoch > 0) e.best = (await readCheckpoint(this.bestPath)).tensors;
+    const history = m.history.map((h) => ({ ...h, trainLoss: h.trainLoss ?? NaN, trainAcc: h.trainAcc ?? NaN, valLoss: h.valLoss ?? undefined, valAcc: h.valAcc ?? undefined })) as EpochLog[];
+    for (const h of history) for (const k of ['valLoss', 'valAcc'] as const) if (h[k] === undefined) delete h[k];
+    const p = m.partial;
+    const fit = p
+      ? { epoch: p.epoch, step: p.step, lossSum: p.lossSum, correct: p.correct, rows: p.rows ?? Math.min(p.step * (this.identity.settings as FinetuneSettings).batchSize, this.identity.trainCount as number), history }
+      : { epoch: m.stopped ? epochs + 1 : m.epoch + 1, step: 0, lossSum: 0, correct: 0, rows: 0, history };
+    const initial = saved.data ? { valLoss: saved.data.valLoss ?? NaN, valAcc: saved.data.valAcc ?? NaN } : undefined;
+    return { fit, initial };
   }
 }
 
@@ -435,40 +465,27 @@ export async function lrFind(
   const sess = await FinetuneSession.create(model, featureTensor, cut, cutShape, train, val && val.n > 0 ? val : undefined, classes, o);
   try {
     const steps = Math.ceil(train.n / o.batchSize);
-    const lrs: number[] = [];
-    const losses: number[] = [];
-    const smoothed: number[] = [];
-    let avg = 0;
-    let minSmoothed = Infinity;
-    let stoppedEarly = false;
+    const lrAt = (t: number) => minLr * (maxLr / minLr) ** (t / (n - 1));
+    let plan: { epoch: number; order: Int32Array; viewOf?: Int32Array } = { epoch: 0, order: new Int32Array(0) };
+    const problem: Problem = {
+      stepsPerEpoch: steps,
+      step(epoch, s, t) {
+        if (plan.epoch !== epoch) plan = { epoch, ...epochPlan(train, o.seed, epoch) };
+        return sess.trainStep(train, plan, epoch, s, lrAt(t), 0.9, t);
+      },
+      lrAt,
+    };
     // The smoothed loss is a mean of only a few noisy batches at first: not trusted (for the minimum, the divergence
     // test and the suggestions) before this many steps.
     const settle = Math.max(5, Math.floor(n / 10));
-    let plan = epochPlan(train, o.seed, 1);
-    for (let i = 0; i < n; i++) {
-      await yieldToEventLoop();
-      if (opts.signal?.aborted) throw new InterruptedError('learning-rate sweep interrupted');
-      const epoch = 1 + Math.floor(i / steps);
-      const s = i % steps;
-      if (s === 0 && i > 0) plan = epochPlan(train, o.seed, epoch);
-      const lr = minLr * (maxLr / minLr) ** (i / (n - 1));
-      const r = await sess.trainStep(train, plan, epoch, s, lr, 0.9, i);
-      if (!r.finite) {
-        stoppedEarly = true;
-        break;
-      }
-      avg = 0.98 * avg + 0.02 * r.loss;
-      const sm = avg / (1 - 0.98 ** (i + 1));
-      lrs.push(lr);
-      losses.push(r.loss);
-      smoothed.push(sm);
-      opts.onStep?.(i, lr, r.loss);
-      if (i >= settle) minSmoothed = Math.min(minSmoothed, sm);
-      if (i > settle && sm > divergeFactor * minSmoothed) {
-        stoppedEarly = true;
-        break;
-      }
-    }
+    const finder = lrFinder(n, settle, divergeFactor, lrAt, opts.onStep);
+    const interrupted: Callback = {
+      beforeStep: () => {
+        if (opts.signal?.aborted) throw new InterruptedError('learning-rate sweep interrupted');
+      },
+    };
+    await fit(problem, { epochs: Math.ceil(n / steps) }, [interrupted, finder]);
+    const { lrs, smoothed, losses, stoppedEarly } = finder;
     if (lrs.length <= settle) throw new GraftError(`the loss diverged within ${lrs.length} steps; try a lower --min-lr`);
     let iMin = settle;
     for (let i = settle; i < smoothed.length; i++) if (smoothed[i]! < smoothed[iMin]!) iMin = i;
@@ -488,4 +505,38 @@ export async function lrFind(
   } finally {
     await sess.dispose();
   }
+}
+
+/**
+ * The learning-rate finder as a callback: records each step's rate and loss, smooths the loss (bias-corrected EMA,
+ * beta 0.98), and ends training after `n` steps, at a non-finite loss, or when the smoothed loss exceeds
+ * `divergeFactor` × its minimum (counted after `settle` steps).
+ */
+function lrFinder(n: number, settle: number, divergeFactor: number, lrAt: (t: number) => number, onStep?: (i: number, lr: number, loss: number) => void) {
+  let avg = 0;
+  let minSmoothed = Infinity;
+  const f = {
+    lrs: [] as number[],
+    losses: [] as number[],
+    smoothed: [] as number[],
+    stoppedEarly: false,
+    afterStep(state: FitState, r: StepOutcome): void {
+      const i = f.lrs.length;
+      if (!r.finite) {
+        f.stoppedEarly = state.stop = true;
+        return;
+      }
+      avg = 0.98 * avg + 0.02 * r.loss;
+      const sm = avg / (1 - 0.98 ** (i + 1));
+      const lr = lrAt(i);
+      f.lrs.push(lr);
+      f.losses.push(r.loss);
+      f.smoothed.push(sm);
+      onStep?.(i, lr, r.loss);
+      if (i >= settle) minSmoothed = Math.min(minSmoothed, sm);
+      if (i > settle && sm > divergeFactor * minSmoothed) f.stoppedEarly = state.stop = true;
+      if (i + 1 >= n) state.stop = true;
+    },
+  };
+  return f;
 }
