@@ -91,7 +91,7 @@ async function compareOnImages(runDir: string, exported: string, paths: string[]
   const backbone = await OrtModel.create(await loadOnnx(run.config.model.path), [run.config.model.featureTensor], { threads: 1 });
   const feats = (await backbone.run(x, dims))[run.config.model.featureTensor]!.data;
   await backbone.dispose();
-  const want = run.head.predictProba(feats, paths.length);
+  const want = await run.head.predictProba(feats, paths.length);
   const dp = maxAbsDiff(got, want);
   const df = maxAbsDiff(features, feats);
   measured[`${label}: probabilities`] = dp;

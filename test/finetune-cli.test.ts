@@ -3,6 +3,7 @@
  * `graft train --resume`; Ctrl-C before training starts; atomic checkpoints; `graft lr-find`; class balancing;
  * augmented views in a fine-tuning run. Everything runs on a tiny two-block CNN and small coloured JPEG folders.
  */
+import { lossHook } from '../src/learn/fit.js';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -268,14 +269,14 @@ describe('the abort signal is seen between steps, not only at the end of an epoc
     let steps = 0;
     const ckDir = join(dir, 'abort-ck');
     await assert.rejects(
-      finetune(buildLoaded(tinyCnn()), 'features', 'r0', [4, S, S], { x, n, y }, undefined, ['a', 'b'], {
+      finetune({ model: buildLoaded(tinyCnn()), featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train: { x, n, y }, val: undefined, classes: ['a', 'b'] }, {
         epochs: 2,
         batchSize: 8,
         probeEpochs: 1,
         checkpointDir: ckDir,
         signal: ac.signal,
         onStart: () => setTimeout(() => ac.abort(), 0),
-        lossHook: (_e, _s, l) => (steps++, l),
+        callbacks: [lossHook((_e, _s, l) => (steps++, l))],
       }),
       (e: unknown) => e instanceof InterruptedError && /at epoch 1, step \d+ of 80/.test(e.message),
     );
@@ -390,7 +391,7 @@ describe('class balancing (--balance) for a frozen linear head', () => {
     const test = blobs(1000, 1000, 12);
     const recall1 = async (balance: boolean) => {
       const res = await trainHead(train, undefined, ['common', 'rare'], { kind: 'linear', epochs: 200, lr: 1e-2, seed: 0, balance });
-      const p = res.head.predictProba(test.x, test.n);
+      const p = await res.head.predictProba(test.x, test.n);
       let hit = 0;
       let n1 = 0;
       for (let i = 0; i < test.n; i++) {

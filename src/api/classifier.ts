@@ -40,7 +40,7 @@ export class Classifier {
     readonly backbone: Backbone,
     /** The tensor the rows come from: pooled features (a run's head follows) or class scores. */
     readonly tensor: string,
-    private readonly head: (rows: Float32Array, n: number) => Float32Array,
+    private readonly head: (rows: Float32Array, n: number) => Float32Array | Promise<Float32Array>,
     /** Views averaged per image; [undefined] = the plain image. */
     readonly views: (AugmentParams | undefined)[],
   ) {}
@@ -93,7 +93,7 @@ export class Classifier {
   }
 
   /** Class probabilities of one image from the rows of its views (averaged, then the head or a softmax). */
-  probabilitiesOf(viewRows: Float32Array[]): Float32Array {
+  async probabilitiesOf(viewRows: Float32Array[]): Promise<Float32Array> {
     const mean = viewRows[0]!.slice();
     for (const r of viewRows.slice(1)) for (let j = 0; j < mean.length; j++) mean[j]! += r[j]!;
     if (viewRows.length > 1) for (let j = 0; j < mean.length; j++) mean[j]! /= viewRows.length;
@@ -122,15 +122,15 @@ export class Classifier {
       ok.flat().forEach((x, j) => input.set(x, j * per));
       const rows = ok.length ? await this.rows(input, ok.length * V) : [];
       let k = 0;
-      loaded.forEach((l, i) => {
+      for (const [i, l] of loaded.entries()) {
         if (l instanceof ImageError) {
           results.push({ input: names[i]!, top: [], error: l.reason });
-          return;
+          continue;
         }
-        const p = this.probabilitiesOf(rows.slice(k * V, (k + 1) * V));
+        const p = await this.probabilitiesOf(rows.slice(k * V, (k + 1) * V));
         k++;
         results.push({ input: names[i]!, top: topK(p, this.classes, Math.min(top, p.length)) });
-      });
+      }
     }
     return results;
   }

@@ -17,7 +17,7 @@ import { encodeFloat32, headFromJSON, trainHead, type Head, type HeadJson } from
 import { classWeights } from './metrics.js';
 import { adamwUpdate, globalNormSq, glorotUniform, type AdamParam } from './optim.js';
 import { HEAD_PREFIX, initializersAsInputs, withHead } from './train-graph.js';
-import type { CutSet, FinetuneSettings } from './finetune.js';
+import type { CutSet, FinetuneData, FinetuneSettings } from './finetune.js';
 
 interface Param extends AdamParam { key: string; name: string }
 
@@ -47,17 +47,8 @@ export class FinetuneSession {
     private readonly shapes: Map<string, number[]>,
   ) {}
 
-  static async create(
-    model: LoadedOnnx,
-    featureTensor: string,
-    cut: string,
-    cutShape: number[],
-    train: CutSet,
-    val: CutSet | undefined,
-    classes: string[],
-    o: FinetuneSettings,
-    onInfo?: (message: string) => void,
-  ): Promise<FinetuneSession> {
+  static async create(data: FinetuneData, o: FinetuneSettings, onInfo?: (message: string) => void): Promise<FinetuneSession> {
+    const { model, featureTensor, cut, cutShape, train, val, classes } = data;
     const C = classes.length;
     const per = cutShape.reduce((a, b) => a * b, 1);
     if (train.x.length !== train.n * per) throw new GraftError(`training cut tensors: ${train.x.length} floats for ${train.n} × ${per}`);
@@ -174,7 +165,7 @@ export class FinetuneSession {
    * One AdamW step on the rows `idx` (views `viewOf`); returns the loss (before the update) and the number of correct
    * argmax predictions. Does not update when the loss or gradients are not finite (the caller stops).
    */
-  async step(set: CutSet, idx: ArrayLike<number>, viewOf: ArrayLike<number> | undefined, mask: Float32Array | undefined, lr: number, beta1: number, t: number, lossHook?: (loss: number) => number): Promise<{ loss: number; correct: number; finite: boolean }> {
+  async step(set: CutSet, idx: ArrayLike<number>, viewOf: ArrayLike<number> | undefined, mask: Float32Array | undefined, lr: number, beta1: number, t: number): Promise<{ loss: number; correct: number; finite: boolean }> {
     const { C, o } = this;
     const n = idx.length;
     const per = this.cutShape.reduce((a, b) => a * b, 1);
@@ -195,7 +186,7 @@ export class FinetuneSession {
     const feeds: Record<string, Float32Array> = { [prog.graph.inputs[0]!.name]: x, targets, ...this.weightFeeds() };
     if (mask) feeds[this.head.mask!] = mask;
     const r = await prog.run(feeds);
-    let loss = r.loss;
+    const loss = r.loss;
     const logits = r.outputs[this.head.logits]!.data;
     let correct = 0;
     for (let i = 0; i < n; i++) {
@@ -203,7 +194,6 @@ export class FinetuneSession {
       for (let k = 1; k < C; k++) if (logits[i * C + k]! > logits[i * C + best]!) best = k;
       if (best === set.y[idx[i]!]) correct++;
     }
-    if (lossHook) loss = lossHook(loss);
     const grads = this.params.map((p) => r.grads[p.name]!);
     const normSq = globalNormSq(grads);
     if (!Number.isFinite(loss) || !Number.isFinite(normSq)) return { loss, correct, finite: false };
@@ -232,12 +222,11 @@ export class FinetuneSession {
     lr: number,
     beta1: number,
     t: number,
-    lossHook?: (loss: number) => number,
   ): Promise<{ loss: number; correct: number; finite: boolean; rows: number }> {
     const bs = this.o.batchSize;
     const idx = plan.order.subarray(s * bs, Math.min(train.n, (s + 1) * bs));
     const mask = this.dropoutMask(idx.length, stepRng(this.o.seed, epoch, s));
-    const r = await this.step(train, idx, plan.viewOf?.subarray(s * bs, s * bs + idx.length), mask, lr, beta1, t, lossHook);
+    const r = await this.step(train, idx, plan.viewOf?.subarray(s * bs, s * bs + idx.length), mask, lr, beta1, t);
     return { ...r, rows: idx.length };
   }
 

@@ -29,7 +29,7 @@ import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { FinetuneSession } from './finetune-session.js';
 import { scheduleAt } from './optim.js';
-import { EarlyStopping, fit, lossHook, progress, stopAfter, type Callback, type FitOptions, type FitState, type Problem, type StepOutcome } from './fit.js';
+import { EarlyStopping, fit, progress, type Callback, type FitOptions, type FitState, type Problem, type StepOutcome } from './fit.js';
 import type { EpochLog, Head } from './heads.js';
 import { accuracyOf, logLoss } from './metrics.js';
 
@@ -51,7 +51,22 @@ export interface CutSet {
 /** Fine-tuning schedules (optim.ts also has 'constant', what frozen heads use). */
 export type Schedule = 'cosine' | 'onecycle';
 
-export interface FinetuneOptions {
+/** What fine-tuning trains on: the model, where it is cut, the cached cut tensors and the classes. */
+export interface FinetuneData {
+  /** The full original model. */
+  model: LoadedOnnx;
+  /** The pooled feature tensor ([N, d]) the head reads. */
+  featureTensor: string;
+  /** The tensor the trained suffix starts from (the cached prefix output), and its shape without the batch axis. */
+  cut: string;
+  cutShape: number[];
+  train: CutSet;
+  val?: CutSet;
+  classes: string[];
+}
+
+/** The settings of a fine-tuning run: plain values, saved with the run and checked when read back. */
+export interface FinetuneSettingsInput {
   /** Maximum epochs (default 5). */
   epochs?: number;
   /** Default 32. */
@@ -89,12 +104,14 @@ export interface FinetuneOptions {
   /** Maximum epochs of the linear probe that initialises the head (default 100, early-stopped on validation loss like
    * `graft train`'s linear head; 0 = Glorot-like small random init). */
   probeEpochs?: number;
+}
+
+/** Settings, and what a call brings at run time: where checkpoints go, Ctrl-C, progress, extra callbacks. */
+export interface FinetuneOptions extends FinetuneSettingsInput {
   /** Checkpoint folder: writes last.ckpt and best.ckpt there each epoch. */
   checkpointDir?: string;
   /** Resume from `checkpointDir`/last.ckpt. */
   resume?: boolean;
-  /** Stop after this many epochs in this call (testing resume; the schedule still uses `epochs`). */
-  stopAfter?: number;
   /** When aborted, the current step finishes, a mid-epoch checkpoint is written and an InterruptedError thrown. */
   signal?: AbortSignal;
   /** One-line notes on how the settings apply to this model (e.g. what `trainBn` does here). */
@@ -104,8 +121,8 @@ export interface FinetuneOptions {
   onEpoch?: (e: EpochLog) => void;
   /** Called before the first epoch with the validation loss and accuracy of the initial (linear-probe) head. */
   onInitial?: (e: { valLoss: number; valAcc: number }) => void;
-  /** Testing: called with the loss of each step; may return a replacement (e.g. NaN) to test the guard. */
-  lossHook?: (epoch: number, step: number, loss: number) => number;
+  /** More callbacks of the training loop (fit.ts), run before the NaN guard (e.g. `stopAfter(n)` to test resume). */
+  callbacks?: Callback[];
 }
 
 export interface FinetuneResult {
@@ -169,7 +186,13 @@ const DEFAULTS: Omit<FinetuneSettings, 'warmup'> = {
   probeEpochs: 100,
 };
 
-export function finetuneSettings(o: FinetuneOptions): FinetuneSettings {
+/** Only the settings of `o` (no checkpoint folder, signal or callbacks): what a run saves. */
+export function settingsOnly(o: FinetuneOptions | undefined): FinetuneSettingsInput {
+  const keys = [...Object.keys(DEFAULTS), 'warmup'] as (keyof FinetuneSettingsInput)[];
+  return Object.fromEntries(keys.filter((k) => o?.[k] !== undefined).map((k) => [k, o![k]])) as FinetuneSettingsInput;
+}
+
+export function finetuneSettings(o: FinetuneSettingsInput): FinetuneSettings {
   const pick = <K extends keyof FinetuneSettings>(k: K, d: FinetuneSettings[K]): FinetuneSettings[K] => (o[k] !== undefined ? (o[k] as FinetuneSettings[K]) : d);
   const schedule = pick('schedule', DEFAULTS.schedule);
   const s: FinetuneSettings = {
@@ -220,19 +243,11 @@ const SavedInitialSchema = z.object({ valLoss: z.number().nullable(), valAcc: z.
  * Fine-tune the suffix (cut → `featureTensor`, pooled [N, d]) with a linear head. `model` is the full original
  * model; `cut` and `cutShape` (without batch axis) say where the cached prefix output comes in.
  */
-export async function finetune(
-  model: LoadedOnnx,
-  featureTensor: string,
-  cut: string,
-  cutShape: number[],
-  train: CutSet,
-  val: CutSet | undefined,
-  classes: string[],
-  opts: FinetuneOptions = {},
-): Promise<FinetuneResult> {
+export async function finetune(data: FinetuneData, opts: FinetuneOptions = {}): Promise<FinetuneResult> {
   const o = finetuneSettings(opts);
+  const { train, val, classes, cut, cutShape } = data;
   const hasVal = !!val && val.n > 0;
-  const sess = await FinetuneSession.create(model, featureTensor, cut, cutShape, train, hasVal ? val : undefined, classes, o, opts.onInfo);
+  const sess = await FinetuneSession.create({ ...data, val: hasVal ? val : undefined }, o, opts.onInfo);
   try {
     const C = classes.length;
     const steps = Math.ceil(train.n / o.batchSize);
@@ -287,13 +302,13 @@ export async function finetune(
     const callbacks: Callback[] = [
       ...(opts.signal ? [interrupt(opts.signal, checkpoint)] : []),
       clockStart,
-      ...(opts.lossHook ? [lossHook(opts.lossHook)] : []),
+      // Before the guard, so that a callback replacing a step's outcome (a test's loss hook) is guarded too.
+      ...(opts.callbacks ?? []),
       nanGuard(checkpoint?.lastPath),
       early,
       ...(checkpoint ? [checkpoint] : []),
       clockStop,
       progress(opts.onEpoch),
-      ...(opts.stopAfter !== undefined ? [stopAfter(opts.stopAfter)] : []),
     ];
     const state = await fit(problem, { epochs: o.epochs, start: start?.fit }, callbacks);
     if (early.best) sess.restore(early.best, false);
@@ -411,7 +426,7 @@ class FinetuneCheckpoint implements Callback {
   }
 }
 
-export interface LrFindOptions extends Omit<FinetuneOptions, 'epochs' | 'schedule' | 'warmup' | 'patience' | 'checkpointDir' | 'resume' | 'stopAfter' | 'onEpoch' | 'lossHook'> {
+export interface LrFindOptions extends Omit<FinetuneOptions, 'epochs' | 'schedule' | 'warmup' | 'patience' | 'checkpointDir' | 'resume' | 'onEpoch' | 'callbacks'> {
   /** First learning rate of the sweep (default 1e-7). */
   minLr?: number;
   /** Last learning rate of the sweep (default 1). */
@@ -445,16 +460,8 @@ export interface LrFindResult {
  * Learning-rate finder (Smith 2015, fastai's lr_find): train the same suffix + head as `finetune` would, from the
  * same starting point, for a few steps while the learning rate grows exponentially; record the loss. Nothing is kept.
  */
-export async function lrFind(
-  model: LoadedOnnx,
-  featureTensor: string,
-  cut: string,
-  cutShape: number[],
-  train: CutSet,
-  val: CutSet | undefined,
-  classes: string[],
-  opts: LrFindOptions = {},
-): Promise<LrFindResult> {
+export async function lrFind(data: FinetuneData, opts: LrFindOptions = {}): Promise<LrFindResult> {
+  const { train, val } = data;
   const o = finetuneSettings({ ...opts, schedule: 'cosine' });
   const minLr = opts.minLr ?? 1e-7;
   const maxLr = opts.maxLr ?? 1;
@@ -462,7 +469,7 @@ export async function lrFind(
   const divergeFactor = opts.divergeFactor ?? 4;
   if (!(minLr > 0 && maxLr > minLr)) throw new GraftError(`the sweep needs 0 < min lr < max lr (got ${minLr}, ${maxLr})`);
   if (!(Number.isInteger(n) && n >= 5)) throw new GraftError(`the sweep needs at least 5 steps (got ${n})`);
-  const sess = await FinetuneSession.create(model, featureTensor, cut, cutShape, train, val && val.n > 0 ? val : undefined, classes, o);
+  const sess = await FinetuneSession.create({ ...data, val: val && val.n > 0 ? val : undefined }, o);
   try {
     const steps = Math.ceil(train.n / o.batchSize);
     const lrAt = (t: number) => minLr * (maxLr / minLr) ** (t / (n - 1));

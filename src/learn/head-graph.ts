@@ -96,16 +96,19 @@ export function headGraph(input: string, head: DenseHeadValues, names: HeadGraph
   return { nodes, initializers, inputs, weight: p, mask, features, logits };
 }
 
-/** A model that is the head alone: input `features` [batch, d], outputs the logits (and the mask as an input). */
-export function headModel(head: DenseHeadValues, o: { dropout?: boolean } = {}): { bytes: Uint8Array; graph: HeadGraph; input: string } {
+/**
+ * A model that is the head alone: input `features` [batch, d] (and the dropout mask when asked for), outputs the
+ * logits, and with `probabilities` also `probabilities`.
+ */
+export function headModel(head: DenseHeadValues, o: { dropout?: boolean; probabilities?: boolean } = {}): { bytes: Uint8Array; graph: HeadGraph; input: string } {
   const input = 'features';
-  const g = headGraph(input, head, { prefix: 'head/' }, o);
+  const g = headGraph(input, head, { prefix: 'head/', probabilities: o.probabilities ? 'probabilities' : undefined }, o);
   const graph = onnx.GraphProto.create({
     name: 'graft-head',
     node: g.nodes,
     initializer: g.initializers,
     input: [valueInfo(input, ['batch', head.d]), ...g.inputs],
-    output: [valueInfo(g.logits, ['batch', head.C])],
+    output: [valueInfo(g.logits, ['batch', head.C]), ...(o.probabilities ? [valueInfo('probabilities', ['batch', head.C])] : [])],
   });
   const model = onnx.ModelProto.create({ irVersion: 8, producerName: 'graft', opsetImport: [{ domain: '', version: 17 }], graph });
   return { bytes: onnx.ModelProto.encode(model).finish(), graph: g, input };

@@ -64,7 +64,7 @@ async function compute(runDir: string, run: string, imageId: (path: string) => s
   try {
     const res = await runExtraction(backbone, valItems.map((i) => i.path), {});
     const set = toFeatureSet(valItems, res);
-    const proba = r.head.predictProba(set.x, set.n);
+    const proba = await r.head.predictProba(set.x, set.n);
     const C = classes.length;
     const pred = argmaxRows(proba, set.n, C);
     const { mostConfidentlyWrong: _w, ...evaluation } = evaluate(proba, set.y, classes, set.items, 0);

@@ -64,7 +64,7 @@ export async function evalRun(runDir: string, data: string, opts: EvalRunOptions
       tta: ttaFor(opts.tta, run),
     });
     const set = toFeatureSet(ds.items, res);
-    const evaluation = evaluate(run.head.predictProba(set.x, set.n), set.y, run.config.classes, set.items, opts.topWrong ?? 12);
+    const evaluation = evaluate(await run.head.predictProba(set.x, set.n), set.y, run.config.classes, set.items, opts.topWrong ?? 12);
     const out = opts.out ?? join(runDir, 'eval', basename(resolve(data)));
     const skipped = [...ds.skipped, ...res.skipped];
     await writeJsonAtomic(join(out, 'metrics.json'), { data: resolve(data), evaluation, skipped });

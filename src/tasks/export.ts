@@ -68,7 +68,7 @@ async function maxProbaDiff(
   backbone: LoadedOnnx,
   featureTensor: string,
   spec: PreprocessSpec,
-  predictProba: (x: Float32Array, n: number) => Float32Array,
+  predictProba: (x: Float32Array, n: number) => Promise<Float32Array>,
 ): Promise<{ images: number; maxAbsDiff: number }> {
   // A model with a fixed batch size only takes batches of that size.
   const fixed = exported.info.inputs[0]?.shape[0];
@@ -81,7 +81,7 @@ async function maxProbaDiff(
   try {
     const got = (await runner.run(x, dims))[EXPORT_OUTPUTS.probabilities]!.data;
     const feats = (await base.run(x, dims))[featureTensor]!.data;
-    const want = predictProba(feats, n);
+    const want = await predictProba(feats, n);
     if (got.length !== want.length) throw new GraftError(`export check: the graph gives ${got.length} probabilities for ${n} images, the run ${want.length}`);
     let max = 0;
     for (let i = 0; i < got.length; i++) max = Math.max(max, Math.abs(got[i]! - want[i]!));

@@ -13,7 +13,7 @@ import { buildLoaded } from '../engine/onnx-builder.js';
 import { GraftError } from '../errors.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
 import { cutForLastBlocks, replaceInitializers, type Block } from '../learn/blocks.js';
-import { finetune, finetuneSettings, lrFind, type CutSet, type FinetuneOptions, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
+import { finetune, finetuneSettings, lrFind, settingsOnly, type CutSet, type FinetuneOptions, type FinetuneSettingsInput, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
 import { lrFinderPng } from '../learn/lr-chart.js';
 import type { EpochLog, Head } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
@@ -111,7 +111,7 @@ const SavedOptionsSchema = z
   })
   .passthrough();
 
-type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart' | 'onInfo'> };
+type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: FinetuneSettingsInput };
 
 /**
  * Fine-tune the last blocks of a backbone with a linear head, end to end: open the data; run the frozen prefix on
@@ -227,8 +227,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
   // Written once the data is known to be usable, so a failed start leaves no half-made run folder.
   if (!opts.resume) {
     const { reporter: _r, resume: _s, signal: _sig, finetune: ft, ...rest } = opts;
-    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, signal: _sg, onStart: _os, onInfo: _oi, ...ftRest } = ft ?? {};
-    const saved: SavedOptions = { ...rest, finetune: ftRest };
+    const saved: SavedOptions = { ...rest, finetune: settingsOnly(ft) };
     await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
   }
   if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
@@ -236,7 +235,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
 
   const t1 = performance.now();
   r?.start?.('fine-tuning', settings.epochs, 'epoch');
-  const res = await finetune(ref.onnx, ref.featureTensor, cut, cutShape, train, val.n > 0 ? val : undefined, classes, {
+  const res = await finetune({ model: ref.onnx, featureTensor: ref.featureTensor, cut, cutShape, train, val: val.n > 0 ? val : undefined, classes }, {
     ...opts.finetune,
     seed: settings.seed,
     checkpointDir: join(opts.out, FINETUNE_FILES.checkpoints),
@@ -323,7 +322,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
 }
 
 /** Continue a fine-tuning run from its last checkpoint, with the options it was started with. */
-export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
+export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'callbacks' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
   const p = join(dir, FINETUNE_FILES.options);
   let raw: unknown;
   try {
@@ -363,7 +362,7 @@ export async function lrFindRun(opts: LrFindRunOptions): Promise<LrFindRunResult
   if (p.skipped.length) r?.warn?.(`${p.skipped.length} files skipped (unreadable)`);
   const steps = opts.sweep?.steps ?? 100;
   r?.start?.('lr sweep', steps, 'step');
-  const res = await lrFind(p.ref.onnx, p.ref.featureTensor, p.cut, p.cutShape, p.train, p.val.n > 0 ? p.val : undefined, p.classes, {
+  const res = await lrFind({ model: p.ref.onnx, featureTensor: p.ref.featureTensor, cut: p.cut, cutShape: p.cutShape, train: p.train, val: p.val.n > 0 ? p.val : undefined, classes: p.classes }, {
     seed,
     ...opts.sweep,
     signal: opts.signal,

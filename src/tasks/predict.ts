@@ -91,7 +91,7 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
     const backbone = await runBackbone(run, opts.backbone);
     try {
       const res = await runExtraction(backbone, paths, { ...common, tta: ttaFor(opts.tta, run) });
-      const proba = run.head.predictProba(res.features, res.kept.length);
+      const proba = await run.head.predictProba(res.features, res.kept.length);
       const failed = countFailures(inputs, files.skipped, res.skipped);
       return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped], failed };
     } finally {

@@ -180,7 +180,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
     r?.end?.('training');
     const tTrain = (performance.now() - t1) / 1000;
 
-    const proba = trained.head.predictProba(val.x, val.n);
+    const proba = await trained.head.predictProba(val.x, val.n);
     const validation = evaluate(proba, val.y, classes, val.items, opts.topWrong ?? 12);
     const validationPredictions = predictionsOf(proba, val, classes.length);
 

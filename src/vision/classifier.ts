@@ -45,13 +45,13 @@ export interface DiffClassifier {
   dispose(): Promise<void>;
 }
 
-async function ortProbabilities(backbone: Backbone, images: RgbImage[], post: (out: Float32Array, n: number) => Float32Array, tensor: string): Promise<Float32Array[]> {
+async function ortProbabilities(backbone: Backbone, images: RgbImage[], post: (out: Float32Array, n: number) => Float32Array | Promise<Float32Array>, tensor: string): Promise<Float32Array[]> {
   const spec = backbone.spec;
   const per = 3 * spec.size[0] * spec.size[1];
   const input = new Float32Array(images.length * per);
   images.forEach((im, i) => normaliseInto(input, i * per, im.data, im.width, im.height, spec));
   const out = (await backbone.runTensor(input, images.length))[tensor]!.data;
-  const p = post(out, images.length);
+  const p = await post(out, images.length);
   const c = p.length / images.length;
   return images.map((_, i) => p.slice(i * c, (i + 1) * c));
 }
