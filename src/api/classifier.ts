@@ -43,6 +43,8 @@ export class Classifier {
     private readonly head: (rows: Float32Array, n: number) => Float32Array | Promise<Float32Array>,
     /** Views averaged per image; [undefined] = the plain image. */
     readonly views: (AugmentParams | undefined)[],
+    /** Releases the head's session (a run's head predicts on ONNX Runtime). */
+    private readonly releaseHead: () => Promise<void> = async () => {},
   ) {}
 
   static async load(source: string, opts: ClassifierOptions = {}): Promise<Classifier> {
@@ -50,7 +52,7 @@ export class Classifier {
       const run = await loadRun(source);
       const backbone = await runBackbone(run, { threads: opts.threads });
       const tta = opts.tta === 'none' ? undefined : (opts.tta ?? run.config.tta);
-      return new Classifier(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => run.head.predictProba(rows, n), tta ? ttaViews(tta) : [undefined]);
+      return new Classifier(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => run.head.predictProba(rows, n), tta ? ttaViews(tta) : [undefined], () => run.head.dispose());
     }
     const backbone = await Backbone.load(source, { threads: opts.threads, labelsFile: opts.labelsFile });
     const logits = backbone.ref.logitsTensor;
@@ -135,7 +137,8 @@ export class Classifier {
     return results;
   }
 
-  dispose(): Promise<void> {
-    return this.backbone.dispose();
+  async dispose(): Promise<void> {
+    await this.releaseHead();
+    await this.backbone.dispose();
   }
 }

@@ -77,5 +77,6 @@ async function compute(runDir: string, run: string, imageId: (path: string) => s
     return { run, classes, mode, evaluation, items, history, model: r.config.model.source };
   } finally {
     await backbone.dispose();
+    await r.head.dispose();
   }
 }

@@ -73,6 +73,7 @@ export async function evalRun(runDir: string, data: string, opts: EvalRunOptions
     return { evaluation, skipped, out };
   } finally {
     await backbone.dispose();
+    await run.head.dispose();
   }
 }
 

@@ -128,7 +128,7 @@ export async function exportRun(runDir: string, outPath: string, opts: ExportOpt
   const exported = parseOnnx(graph.bytes, out);
   let verified: ExportResult['verified'];
   if (opts.verify ?? true) {
-    verified = await maxProbaDiff(exported, backbone, cfg.model.featureTensor, cfg.preprocess, (x, n) => run.head.predictProba(x, n));
+    verified = await maxProbaDiff(exported, backbone, cfg.model.featureTensor, cfg.preprocess, (x, n) => run.head.predictProba(x, n)).finally(() => run.head.dispose());
     const tol = opts.tolerance ?? 1e-4;
     if (!(verified.maxAbsDiff <= tol)) {
       throw new GraftError(`export check failed: the exported graph's probabilities differ from the run's by ${verified.maxAbsDiff} (> ${tol}); nothing written`);

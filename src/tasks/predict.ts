@@ -96,6 +96,7 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
       return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped], failed };
     } finally {
       await backbone.dispose();
+      await run.head.dispose();
     }
   }
   const q = opts.int8 && paths.length ? await int8Model(target, paths, { resolve: { ...opts.backbone, labelsFile: opts.labels }, reporter: opts.reporter }) : undefined;

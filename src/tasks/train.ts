@@ -195,6 +195,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
       const all: FeatureSet = { x: concat(train.x, val.x), n: train.n + val.n, d: train.d, y: Int32Array.from([...train.y, ...val.y]), items: [...train.items, ...val.items] };
       if (opts.signal?.aborted) throw new InterruptedError('training interrupted');
       head = (await trainHead(all, undefined, classes, { ...headOpts, epochs } as TrainOptions)).head;
+      await trained.head.dispose();
       refitInfo = { epochs, images: all.n };
       r?.info?.(`refitted the head on all ${all.n} images for ${epochs} epochs (the validation numbers are those of the head chosen before, on images it did not train on)`);
     }

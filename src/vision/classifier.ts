@@ -130,7 +130,13 @@ export async function loadClassifier(target: string): Promise<DiffClassifier> {
     const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: cg.logits, probabilities: false } }, target);
     const backbone = await Backbone.load(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor, parallelism: 'intra-op' });
     const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (f, n) => run.head.predictProba(f, n), ref.featureTensor);
-    return classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone, { onnx: cg.bytes, pixels: bytes, where: target });
+    const c = classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone, { onnx: cg.bytes, pixels: bytes, where: target });
+    const release = c.dispose;
+    c.dispose = async () => {
+      await run.head.dispose();
+      await release();
+    };
+    return c;
   }
   const { ref, logits: logitsTensor, probabilities: probs } = cg;
   const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: logitsTensor, probabilities: probs } }, target);
