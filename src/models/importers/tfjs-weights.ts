@@ -22,7 +22,7 @@ type WeightEntry = TfjsWeight & { quantization?: { dtype?: string; scale?: numbe
 const BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
 
 /** Decode one weight from its bytes (exactly the right length). */
-export function decodeWeight(w: WeightEntry, bytes: Buffer, file: string): TfjsConst {
+function decodeWeight(w: WeightEntry, bytes: Buffer, file: string): TfjsConst {
   const n = count(w.shape);
   const q = w.quantization;
   const dtype: TfjsConst['dtype'] = w.dtype === 'float32' ? 'float32' : w.dtype === 'int32' ? 'int32' : w.dtype === 'bool' ? 'bool' : fail(file, `weight '${w.name}': dtype ${w.dtype} is not supported`);
