@@ -107,6 +107,11 @@ describe('TF.js graph op handlers, one node each', () => {
     assert.equal(written(c.b.build({ producer: 't', graphName: 't' })).nodes.length, 0);
   });
 
+  test('the table holds a handler for every op the importer has supported', () => {
+    const ops = ['Placeholder', 'PlaceholderWithDefault', 'Const', 'Identity', 'StopGradient', 'Snapshot', 'NoOp', 'Conv2D', '_FusedConv2D', 'DepthwiseConv2dNative', 'FusedDepthwiseConv2dNative', 'BiasAdd', 'FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3', 'Add', 'AddV2', 'AddN', 'Sub', 'Mul', 'RealDiv', 'Div', 'Maximum', 'Minimum', 'Relu', 'Relu6', 'Elu', 'LeakyRelu', 'Prelu', 'Sigmoid', 'Tanh', 'Softmax', 'Neg', 'Sqrt', 'Rsqrt', 'Square', 'Exp', 'AvgPool', 'MaxPool', 'Mean', 'Max', 'Squeeze', 'Reshape', 'Pad', 'PadV2', 'ConcatV2', 'MatMul', '_FusedMatMul'];
+    assert.deepEqual([...OP_HANDLERS.keys()].sort(), ops.sort());
+  });
+
   test('an op without a handler is refused before anything is built, naming the node and the op', () => {
     const json: GraphModelJson = {
       modelTopology: { node: [{ name: 'x', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: { dim: [{ size: -1 }, { size: 4 }, { size: 4 }, { size: 3 }] } } } }, { name: 'odd/erf', op: 'Erf', input: ['x'] }] },

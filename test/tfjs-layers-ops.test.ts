@@ -78,6 +78,11 @@ describe('TF.js layers handlers, one layer each', () => {
     assert.deepEqual([...out[y.name]!.data], [11, 22]);
   });
 
+  test('the table holds a handler for every layer class the importer has supported', () => {
+    const layers = ['Conv2D', 'DepthwiseConv2D', 'Dense', 'BatchNormalization', 'Activation', 'ReLU', 'ZeroPadding2D', 'MaxPooling2D', 'AveragePooling2D', 'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten', 'Reshape', 'Dropout', 'SpatialDropout2D', 'Add', 'Multiply', 'Concatenate', 'Rescaling', 'Normalization'];
+    assert.deepEqual([...LAYER_HANDLERS.keys()].sort(), layers.sort());
+  });
+
   test('a layer class without a handler is refused before anything is built, naming the layer and its class', () => {
     const layers: KerasLayer[] = [
       { class_name: 'InputLayer', config: { name: 'in', batch_input_shape: [null, 8, 8, 3] }, inbound_nodes: [] },

@@ -117,6 +117,12 @@ describe('TFLite operator handlers, one operator each', () => {
     assert.ok(maxDiff(out.data, nchwOf({ ...x, d: x.d.map((v, i) => v + [1, -2, 3][i % 3]!) })) < 1e-6);
   });
 
+  test('the table holds a handler for every operator the importer has supported', () => {
+    const ops = ['ADD', 'SUB', 'MUL', 'DIV', 'AVERAGE_POOL_2D', 'MAX_POOL_2D', 'CONCATENATION', 'CONV_2D', 'DEPTHWISE_CONV_2D', 'FULLY_CONNECTED', 'RESHAPE', 'SQUEEZE', 'SOFTMAX', 'PAD', 'MEAN', 'HARD_SWISH', 'LOGISTIC', 'TANH', 'RELU', 'RELU6', 'RELU_N1_TO_1', 'QUANTIZE', 'DEQUANTIZE'];
+    assert.deepEqual([...OP_HANDLERS.keys()].sort(), ops.sort());
+    for (const op of ops) assert.ok(BuiltinOperator[op] !== undefined, `${op} is a builtin operator name`);
+  });
+
   test('an operator without a handler is refused before anything is built, naming it and its index', () => {
     assert.equal(OP_HANDLERS.has('GELU'), false);
     const tensors: TTensor[] = [{ name: 'input', shape: [1, 2, 2, 3] }, { name: 'r', shape: [1, 2, 2, 3] }, { name: 'y', shape: [1, 2, 2, 3] }];
