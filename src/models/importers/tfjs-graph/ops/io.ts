@@ -1,8 +1,7 @@
 /** Graph inputs, constants and the ops that pass a tensor through unchanged. */
 import { inlineTensor } from '../model-json.js';
 import { where } from '../graph-order.js';
-import { register } from '../registry.js';
-import type { OpHandler } from '../registry.js';
+import { register, type OpHandler } from '../registry.js';
 
 const placeholder: OpHandler = (n, c) => {
   if (c.inputT) c.fail(n, `a second input (the first is '${c.inputT.node.name}'); only one image input is supported`);
