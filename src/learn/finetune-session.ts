@@ -7,11 +7,13 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { GradientProgram } from '../engine/grad/program.js';
-import { sessionOptions } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { GraftError } from '../errors.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
 import { deriveSeed, mulberry32 } from '../util/random.js';
-import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './blocks.js';
+import { suffixModel } from '../onnx/cut.js';
+import { tensorValues } from '../onnx/proto.js';
+import { bnAffineNames, bnStatNames, convWeightNames } from './blocks.js';
 import { encodeFloat32, headFromJSON, trainHead, type Head } from './heads.js';
 import { classWeights } from './metrics.js';
 import { HEAD, initializersAsInputs, withLinearHead } from './train-graph.js';
@@ -99,20 +101,16 @@ export class FinetuneSession {
       );
     }
     const inits = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
-    const initValue = (name: string): Float32Array => {
-      const t = inits.get(name)!;
-      if (t.rawData?.length) return new Float32Array(t.rawData.buffer.slice(t.rawData.byteOffset, t.rawData.byteOffset + t.rawData.byteLength));
-      return Float32Array.from(t.floatData ?? []);
-    };
+    const initValue = (name: string): Float32Array => Float32Array.from(tensorValues(inits.get(name)!));
     const dims = (name: string) => (inits.get(name)!.dims ?? []).map(Number);
     const shapes = new Map([...trainable, ...statistics].map((n) => [n, dims(n)]));
 
     // Pooled features of the frozen suffix, for the linear probe that starts the head: the evaluation graph with a
     // placeholder head (its logits are not read).
-    const dProbe = await featureDim(suffix.bytes, featureTensor, cutShape);
+    const dProbe = await featureDim(suffix.bytes, featureTensor, cutShape, model.info.path);
     const placeholder = { W: new Float32Array(C * dProbe), b: new Float32Array(C), mean: new Float32Array(dProbe), std: new Float32Array(dProbe).fill(1) };
     const evalBytes = initializersAsInputs(withLinearHead(suffix.bytes, featureTensor, dProbe, C, false, placeholder), [...trainable, ...statistics, HEAD.W, HEAD.b, HEAD.mean, HEAD.std]);
-    const evalSession = await ort.InferenceSession.create(evalBytes, sessionOptions(availableParallelism(), false));
+    const evalSession = await createSession(evalBytes, { where: `${model.info.path} (evaluation graph)` });
     let ok = false;
     try {
       const weights: Record<string, Float32Array> = {};
@@ -323,8 +321,8 @@ export class FinetuneSession {
 }
 
 /** The pooled feature size of a suffix (one forward pass of a zero batch of 1). */
-async function featureDim(suffix: Uint8Array, featureTensor: string, cutShape: number[]): Promise<number> {
-  const s = await ort.InferenceSession.create(suffix, sessionOptions(1, false));
+async function featureDim(suffix: Uint8Array, featureTensor: string, cutShape: number[], where: string): Promise<number> {
+  const s = await createSession(suffix, { where: `${where} (fine-tuned layers)`, threads: 1 });
   try {
     const input = s.inputNames[0]!;
     const out = await s.run({ [input]: new ort.Tensor('float32', new Float32Array(cutShape.reduce((a, b) => a * b, 1)), [1, ...cutShape]) });

@@ -10,7 +10,7 @@ import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GradientProgram } from '../engine/grad/program.js';
 import { PIXEL_LOGITS, PIXELS, withPixelInput } from '../engine/grad/pixels.js';
-import { sessionOptions, threadCount } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { GraftError, UsageError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { centreCropPixels, resizePixels } from '../image/preprocess.js';
@@ -166,7 +166,7 @@ export async function loadExplainer(target: string, opts: { layer?: string; thre
   const layout = chosen.layout!;
   const bytes = withProbe(pix, layer, chosen.dims);
   const prog = await GradientProgram.create(bytes, { batch: 1, wrt: [PROBE], loss: [{ kind: 'dot', output: PIXEL_LOGITS, weights: WEIGHTS }], outputs: [layer, PIXEL_LOGITS] }, { threads: opts.threads, where: target });
-  const fwd = await ort.InferenceSession.create(pix, sessionOptions(threadCount(opts.threads), false));
+  const fwd = await createSession(pix, { where: target, threads: opts.threads });
   const C = cg.classes.length;
   const probeZeros = new Float32Array(chosen.dims.slice(1).reduce((a, b) => a * b, 1));
 
