@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { createSession, executionProviders, sessionOptionsFor } from '../src/engine/ort.js';
 import { GraftError } from '../src/errors.js';
 import { identityModel } from '../src/onnx/build.js';
-import { pruneGraph, replaceInitializers, suffixModel, withOutputs } from '../src/onnx/cut.js';
+import { addOutputs, pruneGraph, replaceInitializers, suffixModel, withOutputs } from '../src/onnx/cut.js';
 import { defaultOpset, DT, intAttr, intsAttr, onnx, tensorValues, toNum } from '../src/onnx/proto.js';
 import { ancestors, consumerIndex, producerIndex, protoNodes, readsOf } from '../src/onnx/walk.js';
 import { buildLoaded, buildOnnx, type GraphSpec } from './helpers/onnx-builder.js';
@@ -152,6 +152,15 @@ describe('onnx/cut: prefix, suffix, pruning, initializers', () => {
     assert.deepEqual(Array.from(s.s!.data as BigInt64Array, Number), [2, 2]);
     const typed = onnx.ModelProto.decode(withOutputs(m.bytes, ['b', 'y'], DT.FLOAT)).graph!.output!;
     assert.deepEqual(typed.map((o) => [o.name, o.type?.tensorType?.elemType]), [['b', DT.FLOAT], ['y', DT.FLOAT]]);
+  });
+
+  test('addOutputs keeps the outputs a graph has and adds inner tensors after them', async () => {
+    const m = buildLoaded(twoBranches());
+    assert.equal(addOutputs(m.bytes, []), m.bytes, 'nothing to add: the same bytes');
+    const bytes = addOutputs(m.bytes, ['side', 'y'], DT.FLOAT);
+    assert.deepEqual(onnx.ModelProto.decode(bytes).graph!.output!.map((o) => o.name), ['y', 'z', 'side']);
+    const out = await run(bytes, { x: X });
+    assert.deepEqual(Array.from(out.side!.data as Float32Array, (v) => v + 0), [-1, 0, -0.5, -4], '-0 read as 0');
   });
 
   test('suffixModel starts the graph at the cut and computes what the full graph computes from there', async () => {

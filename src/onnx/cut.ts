@@ -16,9 +16,20 @@ import { type Ancestry, ancestors, protoNodes } from './walk.js';
  * as well as float activations).
  */
 export function withOutputs(bytes: Uint8Array, names: readonly string[], elemType?: number): Uint8Array {
+  return setOutputs(bytes, () => names, elemType);
+}
+
+/** A copy of the model with `names` added to its outputs (those it has stay first, as they are). See withOutputs. */
+export function addOutputs(bytes: Uint8Array, names: readonly string[], elemType?: number): Uint8Array {
+  return names.length ? setOutputs(bytes, (existing) => [...existing, ...names], elemType) : bytes;
+}
+
+function setOutputs(bytes: Uint8Array, names: (existing: string[]) => readonly string[], elemType: number | undefined): Uint8Array {
   const copy = onnx.ModelProto.decode(bytes);
-  const existing = new Map((copy.graph!.output ?? []).map((o) => [o.name, o]));
-  copy.graph!.output = [...new Set(names)].map((name) => existing.get(name) ?? (elemType === undefined ? onnx.ValueInfoProto.create({ name }) : valueInfo(name, undefined, elemType)));
+  const existing = new Map((copy.graph!.output ?? []).map((o) => [o.name ?? '', o]));
+  copy.graph!.output = [...new Set(names([...existing.keys()]))].map(
+    (name) => existing.get(name) ?? (elemType === undefined ? onnx.ValueInfoProto.create({ name }) : valueInfo(name, undefined, elemType)),
+  );
   return onnx.ModelProto.encode(copy).finish();
 }
 

@@ -69,8 +69,8 @@ export interface Ancestry {
  * What `targets` depend on, walking back from them through producers. The walk does not go past a tensor in
  * `stopAt` (a cut: that tensor is listed, its producer is not).
  */
-export function ancestors(nodes: readonly NodeIO[], targets: readonly string[], opts: { stopAt?: ReadonlySet<string>; producers?: Map<string, number> } = {}): Ancestry {
-  const producer = opts.producers ?? producerIndex(nodes);
+export function ancestors(nodes: readonly NodeIO[], targets: readonly string[], opts: { stopAt?: ReadonlySet<string> } = {}): Ancestry {
+  const producer = producerIndex(nodes);
   const out: Ancestry = { nodes: new Set(), tensors: new Set(), leaves: new Set() };
   const stack = [...targets];
   while (stack.length) {

@@ -167,7 +167,7 @@ export function tensorLayout(model: LoadedOnnx, tensor: string, inputLayout: Map
     if (depth > 200 || seen.has(t)) return undefined;
     seen.add(t);
     const p = prod.get(t);
-    if (!p) return undefined;
+    if (p === undefined) return undefined;
     const node = info.nodes[p]!;
     if (NCHW_OPS.has(node.opType)) return 'NCHW';
     if (node.opType === 'Transpose') {
