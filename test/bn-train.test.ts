@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
 import { tf } from './helpers/tf/backend.js';
 import { TfExecutor } from './helpers/tf/executor.js';
-import { buildLoaded, type GraphSpec } from '../src/engine/onnx-builder.js';
+import { buildLoaded, type GraphSpec } from './helpers/onnx-builder.js';
 import { bnStatNames, type CutSet, finetune, replaceInitializers, suffixModel } from '../src/learn/finetune.js';
 import { parseOnnx } from '../src/models/onnx-file.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';

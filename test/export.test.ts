@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { OrtModel } from '../src/engine/ort.js';
-import { buildOnnx } from '../src/engine/onnx-builder.js';
+import { buildOnnx } from './helpers/onnx-builder.js';
 import { GraftError } from '../src/errors.js';
 import { tensorLength, loadInto } from '../src/image/preprocess.js';
 import { logLoss } from '../src/learn/metrics.js';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { buildLoaded } from '../src/engine/onnx-builder.js';
+import { buildLoaded } from './helpers/onnx-builder.js';
 import { InterruptedError } from '../src/errors.js';
 import { readCheckpoint, writeCheckpoint } from '../src/learn/checkpoint.js';
 import { finetune } from '../src/learn/finetune.js';

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
 import { tf } from './helpers/tf/backend.js';
 import { TfExecutor } from './helpers/tf/executor.js';
-import { buildLoaded, buildOnnx } from '../src/engine/onnx-builder.js';
+import { buildLoaded, buildOnnx } from './helpers/onnx-builder.js';
 import { lossHook, stopAfter } from '../src/learn/fit.js';
 import { GraftError, InterruptedError } from '../src/errors.js';
 import {

@@ -11,7 +11,7 @@ import { loadInto } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { ttaViews, type TtaKind } from '../image/tta.js';
 import { isRunDir, loadRun } from '../learn/run.js';
-import { runBackbone } from '../tasks/evaluate.js';
+import { runBackbone } from '../learn/run-backbone.js';
 
 export interface ClassifierOptions {
   /** ONNX Runtime threads (default: all cores). */

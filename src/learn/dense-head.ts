@@ -10,7 +10,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { GradientProgram } from '../engine/grad/program.js';
-import { sessionOptions } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { GraftError } from '../errors.js';
 import { deriveSeed, mulberry32, shuffleInPlace } from '../util/random.js';
 import { EarlyStopping, fit, progress, type Callback, type Problem } from './fit.js';
@@ -33,7 +33,7 @@ async function headSession(v: DenseHeadValues): Promise<{ session: ort.Inference
   const m = headModel(v, { probabilities: true });
   const specs = denseParams(v.kind, v.d, v.H, v.C);
   const names = specs.map((q) => m.graph.weight(q.name));
-  const session = await ort.InferenceSession.create(initializersAsInputs(m.bytes, names), sessionOptions(THREADS, false));
+  const session = await createSession(initializersAsInputs(m.bytes, names), { where: 'head', threads: THREADS });
   return { session, names, dims: specs.map((q) => q.dims) };
 }
 

@@ -8,10 +8,11 @@ import { GraftError } from '../errors.js';
 import { valueInfo } from '../engine/grad/onnx-writer.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
 import { denseParams, headGraph, type DenseHeadValues } from './head-graph.js';
+import { pruneGraph } from '../onnx/cut.js';
+import { defaultOpset } from '../onnx/proto.js';
 import { decodeFloat32, type HeadJson } from './heads.js';
 
 const { onnx } = onnxProto;
-type NodeProto = InstanceType<typeof onnx.NodeProto>;
 type GraphProto = InstanceType<typeof onnx.GraphProto>;
 
 /** Output names of an exported graph, in the order they are listed. */
@@ -33,46 +34,6 @@ export interface ExportedGraph {
   outputs: { name: string; shape: (number | string)[] }[];
   /** Backbone nodes kept (those the feature tensor depends on) and dropped (e.g. the original classifier). */
   nodes: { kept: number; dropped: number; head: number };
-}
-
-function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v ?? 0);
-}
-
-/**
- * Tensor names a node reads, including those its subgraphs (If/Loop bodies) read from the enclosing scope, which
- * are not listed among the node's inputs.
- */
-function readsOf(node: NodeProto): string[] {
-  const names = (node.input ?? []).filter(Boolean);
-  for (const a of node.attribute ?? []) {
-    for (const g of [a.g, ...(a.graphs ?? [])]) {
-      if (g) for (const n of g.node ?? []) names.push(...readsOf(n as NodeProto));
-    }
-  }
-  return names;
-}
-
-/** Indices of the nodes `target` depends on, and every tensor name on the way (inputs and initializers included). */
-function dependencies(nodes: NodeProto[], target: string): { keep: Set<number>; tensors: Set<string> } {
-  const producer = new Map<string, number>();
-  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => producer.set(o, i)));
-  const keep = new Set<number>();
-  const tensors = new Set<string>();
-  const stack = [target];
-  while (stack.length) {
-    const t = stack.pop()!;
-    if (tensors.has(t)) continue;
-    tensors.add(t);
-    const i = producer.get(t);
-    if (i === undefined || keep.has(i)) continue;
-    keep.add(i);
-    for (const o of nodes[i]!.output ?? []) tensors.add(o);
-    stack.push(...readsOf(nodes[i]!));
-  }
-  return { keep, tensors };
 }
 
 /**
@@ -142,24 +103,20 @@ export function knnRefusal(src: string): GraftError {
 export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions): ExportedGraph {
   const src = backbone.info.path;
   if (opts.head.kind === 'knn') throw knnRefusal(src);
-  const opset = (backbone.proto.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  const opset = defaultOpset(backbone.proto);
   // Sub/Div broadcasting and Softmax with an axis need opset 7 or later.
-  if (toNum(opset?.version) < 7) throw new GraftError(`${src}: ONNX opset ${toNum(opset?.version)} is too old to export (need 7 or later)`);
+  if (opset < 7) throw new GraftError(`${src}: ONNX opset ${opset} is too old to export (need 7 or later)`);
 
   const model = onnx.ModelProto.decode(backbone.bytes);
   const graph = model.graph as GraphProto;
-  const nodes = (graph.node ?? []) as NodeProto[];
-  if (!nodes.some((n) => (n.output ?? []).includes(opts.featureTensor))) {
+  const backboneNodes = graph.node?.length ?? 0;
+  if (!backbone.info.nodes.some((n) => n.outputs.includes(opts.featureTensor))) {
     throw new GraftError(`${src}: no node produces the run's feature tensor '${opts.featureTensor}'`);
   }
-  const { keep, tensors } = dependencies(nodes, opts.featureTensor);
+  const { nodes: keep, tensors } = pruneGraph(graph, [opts.featureTensor]);
   const imageInput = backbone.info.inputs[0]!;
   if (!tensors.has(imageInput.name)) throw new GraftError(`${src}: the feature tensor '${opts.featureTensor}' does not depend on the input '${imageInput.name}'`);
 
-  graph.node = nodes.filter((_, i) => keep.has(i));
-  graph.initializer = (graph.initializer ?? []).filter((t) => tensors.has(t.name ?? ''));
-  graph.input = (graph.input ?? []).filter((v) => tensors.has(v.name ?? ''));
-  graph.valueInfo = (graph.valueInfo ?? []).filter((v) => tensors.has(v.name ?? ''));
   const renames = renameClashes(graph, tensors);
   const feature = renames.get(opts.featureTensor) ?? opts.featureTensor;
 
@@ -184,6 +141,6 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
   return {
     bytes: onnx.ModelProto.encode(model).finish(),
     outputs,
-    nodes: { kept: keep.size, dropped: nodes.length - keep.size, head: head.nodes.length },
+    nodes: { kept: keep.size, dropped: backboneNodes - keep.size, head: head.nodes.length },
   };
 }

@@ -7,11 +7,13 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { GradientProgram } from '../engine/grad/program.js';
-import { sessionOptions } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { GraftError } from '../errors.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
 import { deriveSeed, mulberry32 } from '../util/random.js';
-import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './blocks.js';
+import { suffixModel } from '../onnx/cut.js';
+import { tensorValues } from '../onnx/proto.js';
+import { bnAffineNames, bnStatNames, convWeightNames } from './blocks.js';
 import { denseParams, type DenseHeadValues } from './head-graph.js';
 import { encodeFloat32, headFromJSON, trainHead, type Head, type HeadJson } from './heads.js';
 import { classWeights } from './metrics.js';
@@ -67,18 +69,14 @@ export class FinetuneSession {
       );
     }
     const inits = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
-    const initValue = (name: string): Float32Array => {
-      const t = inits.get(name)!;
-      if (t.rawData?.length) return new Float32Array(t.rawData.buffer.slice(t.rawData.byteOffset, t.rawData.byteOffset + t.rawData.byteLength));
-      return Float32Array.from(t.floatData ?? []);
-    };
+    const initValue = (name: string): Float32Array => Float32Array.from(tensorValues(inits.get(name)!));
     const dims = (name: string) => (inits.get(name)!.dims ?? []).map(Number);
     const shapes = new Map([...trainable, ...statistics].map((n) => [n, dims(n)]));
 
     // Pooled features of the frozen suffix (its weights as they are), for the probe that starts the head.
     const weights: Record<string, Float32Array> = {};
     for (const n of [...trainable, ...statistics]) weights[n] = initValue(n);
-    const { d, features: f0, more } = await suffixFeatures(suffix.bytes, featureTensor, cutShape, [train, ...(val && val.n > 0 ? [val] : [])]);
+    const { d, features: f0, more } = await suffixFeatures(suffix.bytes, featureTensor, cutShape, model.info.path, [train, ...(val && val.n > 0 ? [val] : [])]);
     const fv = more[0];
     // The head starts where `graft train`'s head of the same kind would end: same trainer, same early stopping.
     const probe = await trainHead({ x: f0, n: train.n, d, y: train.y }, fv ? { x: fv, n: val!.n, d, y: val!.y } : undefined, classes, {
@@ -107,7 +105,7 @@ export class FinetuneSession {
     shapes.set(hg.weight('mean'), [1, d]);
     shapes.set(hg.weight('std'), [1, d]);
     const evalBytes = initializersAsInputs(eval1.bytes, [...trainable, ...statistics, ...headNames, hg.weight('mean'), hg.weight('std')]);
-    const evalSession = await ort.InferenceSession.create(evalBytes, sessionOptions(availableParallelism(), false));
+    const evalSession = await createSession(evalBytes, { where: `${model.info.path} (evaluation graph)` });
     const trainBytes = train1.bytes;
     let ok = false;
     try {
@@ -287,8 +285,8 @@ export class FinetuneSession {
 }
 
 /** Pooled features of the frozen suffix for each set (64 rows a run), and their size. */
-async function suffixFeatures(suffix: Uint8Array, featureTensor: string, cutShape: number[], sets: CutSet[]): Promise<{ d: number; features: Float32Array; more: Float32Array[] }> {
-  const s = await ort.InferenceSession.create(suffix, sessionOptions(availableParallelism(), false));
+async function suffixFeatures(suffix: Uint8Array, featureTensor: string, cutShape: number[], where: string, sets: CutSet[]): Promise<{ d: number; features: Float32Array; more: Float32Array[] }> {
+  const s = await createSession(suffix, { where: `${where} (fine-tuned layers)` });
   try {
     const input = s.inputNames[0]!;
     const per = cutShape.reduce((a, b) => a * b, 1);

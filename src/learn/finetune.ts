@@ -36,7 +36,8 @@ import { accuracyOf, logLoss } from './metrics.js';
 export { classWeights } from './metrics.js';
 export { adamwUpdate, scheduleAt, type AdamParam } from './optim.js';
 
-export { bnAffineNames, bnStatNames, convWeightNames, cutForLastBlocks, listBlocks, replaceInitializers, suffixModel, type Block } from './blocks.js';
+export { bnAffineNames, bnStatNames, convWeightNames, cutForLastBlocks, listBlocks, type Block } from './blocks.js';
+export { replaceInitializers, suffixModel } from '../onnx/cut.js';
 export { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 
 export interface CutSet {

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { argmaxRows, evaluate, type Evaluation } from '../learn/metrics.js';
 import { loadRun } from '../learn/run.js';
-import { runBackbone } from '../tasks/evaluate.js';
+import { runBackbone } from '../learn/run-backbone.js';
 import { runExtraction } from '../tasks/features.js';
 import { openTrainVal, toFeatureSet } from '../tasks/train.js';
 import { z } from 'zod';

@@ -4,6 +4,7 @@ import { GraftError } from '../errors.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { buildExportGraph, EXPORT_OUTPUTS, knnRefusal } from '../learn/export.js';
 import { loadRun } from '../learn/run.js';
+import { checkRunModel } from '../learn/run-backbone.js';
 import { LABELS_METADATA_KEY } from '../models/labels.js';
 import { loadOnnx, parseOnnx, type LoadedOnnx } from '../models/onnx-file.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
@@ -109,9 +110,7 @@ export async function exportRun(runDir: string, outPath: string, opts: ExportOpt
   } catch (err) {
     throw new GraftError(`${runDir}: cannot read the run's backbone (${(err as Error).message})`);
   }
-  if (backbone.info.sha256 !== cfg.model.sha256) {
-    throw new GraftError(`${cfg.model.path}: this model file changed since the run in ${runDir} was trained (SHA-256 differs)`);
-  }
+  checkRunModel({ dir: runDir, config: cfg }, backbone.info);
   const headJson = run.head.toJSON();
   const finetuned = typeof cfg.head.finetune === 'object' && cfg.head.finetune !== null;
   const graph = buildExportGraph(backbone, {

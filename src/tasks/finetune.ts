@@ -9,10 +9,11 @@ import type { BackboneOptions } from '../engine/backbone.js';
 import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
 import { OrtModel } from '../engine/ort.js';
-import { buildLoaded } from '../engine/onnx-builder.js';
 import { GraftError } from '../errors.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
-import { cutForLastBlocks, replaceInitializers, type Block } from '../learn/blocks.js';
+import { cutForLastBlocks, type Block } from '../learn/blocks.js';
+import { identityModel } from '../onnx/build.js';
+import { replaceInitializers } from '../onnx/cut.js';
 import { finetune, finetuneSettings, lrFind, settingsOnly, type CutSet, type FinetuneOptions, type FinetuneSettingsInput, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
 import { lrFinderPng } from '../learn/lr-chart.js';
 import type { EpochLog, Head } from '../learn/heads.js';
@@ -148,7 +149,7 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
   // Cutting at the graph input ('all'): the "prefix" is the identity (the cache then holds preprocessed images).
   const prefixModel =
     cut === input.name
-      ? buildLoaded({ inputs: [{ name: cut, shape: input.shape }], outputs: ['prefix_out'], nodes: [{ op: 'Identity', inputs: [cut], outputs: ['prefix_out'] }] }, ref.path)
+      ? identityModel({ name: cut, shape: input.shape }, 'prefix_out', ref.path)
       : ref.onnx;
   const prefixTensor = cut === input.name ? 'prefix_out' : cut;
   const t0 = performance.now();

@@ -7,7 +7,8 @@ import { Backbone, BackboneOptions, Prediction, softmaxRows, topK } from '../eng
 import type { Skipped } from '../engine/extract.js';
 import { GraftError, UsageError } from '../errors.js';
 import { isRunDir, loadRun } from '../learn/run.js';
-import { runBackbone, ttaFor } from './evaluate.js';
+import { runBackbone } from '../learn/run-backbone.js';
+import { ttaFor } from './evaluate.js';
 import type { TtaKind } from '../image/tta.js';
 import { int8Model } from './int8.js';
 import { runExtraction } from './features.js';
