@@ -19,7 +19,7 @@ import { encodeFloat32, headFromJSON, trainHead, type Head, type HeadJson } from
 import { classWeights } from './metrics.js';
 import { adamwUpdate, globalNormSq, glorotUniform, type AdamParam } from './optim.js';
 import { HEAD_PREFIX, initializersAsInputs, withHead } from './train-graph.js';
-import type { CutSet, FinetuneData, FinetuneSettings } from './finetune.js';
+import type { CutSet, FinetuneData, FinetuneSettings } from './finetune-settings.js';
 
 interface Param extends AdamParam { key: string; name: string }
 
