@@ -18,10 +18,11 @@ import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GradientProgram } from '../src/engine/grad/program.js';
 import type { ConvMethods } from '../src/engine/grad/rules/registry.js';
-import { sessionOptions } from '../src/engine/ort.js';
-import { convWeightNames, cutForLastBlocks, suffixModel } from '../src/learn/blocks.js';
-import { adamwUpdate, type AdamParam } from '../src/learn/finetune-session.js';
-import { HEAD, withLinearHead } from '../src/learn/train-graph.js';
+import { createSession } from '../src/engine/ort.js';
+import { convWeightNames, cutForLastBlocks } from '../src/learn/blocks.js';
+import { suffixModel } from '../src/onnx/cut.js';
+import { adamwUpdate, type AdamParam } from '../src/learn/optim.js';
+import { withHead } from '../src/learn/train-graph.js';
 import { parseOnnx } from '../src/models/onnx-file.js';
 import { OnnxBuilder } from '../src/models/importers/onnx-builder.js';
 import { loadImageAndTensor } from '../src/image/preprocess.js';
@@ -78,7 +79,7 @@ async function inputGradient(label: string, bytes: Uint8Array, input: string, lo
   const f: number[] = [];
   const g: number[] = [];
   for (let round = 0; round < 2; round++) {
-    const fwd = await ort.InferenceSession.create(bytes, sessionOptions(threads, true));
+    const fwd = await createSession(bytes, { where: 'bench', threads, spinning: true });
     f.push(...(await timed(() => fwd.run(feed), quick ? 5 : 10)));
     await fwd.release();
     const prog = await GradientProgram.create(bytes, { batch: 1, wrt: [input], loss: [{ kind: 'dot', output: logits, weights: 'w' }] }, { threads });
@@ -123,11 +124,11 @@ for (const blocks of ['all', 2, 1] as const) {
   const suffix = suffixModel(model, cut, cutDims, ['features']);
   const d = 768;
   const C = 2;
-  const head = { W: wave(C * d, 0.11).map((v) => v * 0.05), b: new Float32Array(C), mean: new Float32Array(d), std: new Float32Array(d).fill(1) };
-  const bytes = withLinearHead(suffix.bytes, 'features', d, C, false, head);
+  const head = { kind: 'linear' as const, d, C, H: 0, mean: new Float32Array(d), std: new Float32Array(d).fill(1), params: [wave(C * d, 0.11).map((v) => v * 0.05), new Float32Array(C)] };
+  const { bytes, head: hg } = withHead(suffix.bytes, 'features', head, false);
   // What `graft train --finetune` trains: the convolutions' weights and biases (batch norm frozen), and the head.
-  const params = [...convWeightNames(suffix), HEAD.W, HEAD.b];
-  const prog = await GradientProgram.create(bytes, { batch: B, params, wrt: params, loss: [{ kind: 'cross-entropy', logits: HEAD.logits, targets: 'targets' }], outputs: [HEAD.logits] }, { threads });
+  const params = [...convWeightNames(suffix), hg.weight('W'), hg.weight('b')];
+  const prog = await GradientProgram.create(bytes, { batch: B, params, wrt: params, loss: [{ kind: 'cross-entropy', logits: hg.logits, targets: 'targets' }], outputs: [hg.logits] }, { threads });
   const values = prog.paramValues();
   const adam: AdamParam[] = params.map((p) => ({ value: values[p]!, m: new Float32Array(values[p]!.length), s: new Float32Array(values[p]!.length), lrMul: 1, decay: true }));
   const x = wave(B * size(cutDims));
@@ -149,8 +150,8 @@ console.log(`\npeak RSS so far: ${fmt(peakRss / 2 ** 20, 0)} MB`);
 /** Shape of a tensor (without the batch axis), from one forward pass at batch 1. */
 async function tensorDims(bytes: Uint8Array, tensor: string): Promise<number[]> {
   const m = parseOnnx(bytes, 'model');
-  const { cutAt } = await import('../src/models/onnx-file.js');
-  const s = await ort.InferenceSession.create(cutAt(m, [tensor]), sessionOptions(1, false));
+  const { withOutputs } = await import('../src/onnx/cut.js');
+  const s = await createSession(withOutputs(m.bytes, [tensor], 1), { where: 'bench', threads: 1 });
   const out = await s.run({ input: new ort.Tensor('float32', new Float32Array(3 * 224 * 224), [1, 3, 224, 224]) });
   await s.release();
   return [...out[tensor]!.dims].slice(1);

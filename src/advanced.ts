@@ -19,7 +19,7 @@ export * from './learn/index.js';
 export { loadRun, saveRun, isRunDir, type RunConfig, type LoadedRun } from './learn/run.js';
 export { trainRun, type TrainRunOptions, type TrainRunResult } from './tasks/train.js';
 export { finetuneRun, resumeFinetuneRun, lrFindRun, FINETUNE_FILES, type FinetuneRunOptions, type FinetuneRunResult, type FinetuneDataOptions, type LrFindRunOptions, type LrFindRunResult } from './tasks/finetune.js';
-export { finetune, lrFind, scheduleAt, finetuneSettings, listBlocks, cutForLastBlocks, suffixModel, convWeightNames, bnAffineNames, replaceInitializers, readCheckpoint, writeCheckpoint, type Block, type CutSet, type FinetuneOptions, type FinetuneResult, type FinetuneSettings, type LrFindOptions, type LrFindResult, type Schedule } from './learn/finetune.js';
+export { finetune, lrFind, scheduleAt, finetuneSettings, listBlocks, cutForLastBlocks, suffixModel, convWeightNames, bnAffineNames, replaceInitializers, readCheckpoint, writeCheckpoint, type Block, type CutSet, type FinetuneData, type FinetuneOptions, type FinetuneResult, type FinetuneSettings, type LrFindOptions, type LrFindResult, type Schedule } from './learn/finetune.js';
 export { tunableBlocks } from './learn/blocks.js';
 export { lrFinderPng, lrFinderSvg } from './learn/lr-chart.js';
 export { evalRun, type EvalRunOptions } from './tasks/evaluate.js';

@@ -3,6 +3,7 @@
  * them, running-statistic updates by the momentum rule) and fine-tuning with `trainBn` on a model with real
  * BatchNormalization nodes (statistics trained, checkpointed, exported).
  */
+import { stopAfter } from '../src/learn/fit.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
 import { tf } from './helpers/tf/backend.js';
 import { TfExecutor } from './helpers/tf/executor.js';
-import { buildLoaded, type GraphSpec } from '../src/engine/onnx-builder.js';
+import { buildLoaded, type GraphSpec } from './helpers/onnx-builder.js';
 import { bnStatNames, type CutSet, finetune, replaceInitializers, suffixModel } from '../src/learn/finetune.js';
 import { parseOnnx } from '../src/models/onnx-file.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
@@ -249,7 +250,7 @@ describe('fine-tuning with trainBn on a model with real batch norm', () => {
   test('running statistics train; the exported model on ONNX Runtime = the executor (1e-4); resume is exact (1e-6)', async () => {
     assert.deepEqual(bnStatNames(m), ['bn_mean', 'bn_var']);
     const infos: string[] = [];
-    const a = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, trainBn: true, checkpointDir: join(dir, 'a'), onInfo: (s) => infos.push(s) });
+    const a = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, trainBn: true, checkpointDir: join(dir, 'a'), onInfo: (s) => infos.push(s) });
     assert.ok(infos.some((s) => /1 batch-norm layer .*training mode/.test(s)), `info: ${infos.join(' | ')}`);
     for (const name of ['bn_mean', 'bn_var', 'bn_scale', 'bn_bias']) {
       assert.ok(a.weights[name], `${name} in the weights`);
@@ -274,8 +275,8 @@ describe('fine-tuning with trainBn on a model with real batch norm', () => {
 
     // Resume mid-run (2 epochs, then 2 more) = uninterrupted.
     const ckB = join(dir, 'b');
-    await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, trainBn: true, checkpointDir: ckB, stopAfter: 2 });
-    const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, trainBn: true, checkpointDir: ckB, resume: true });
+    await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, trainBn: true, checkpointDir: ckB, callbacks: [stopAfter(2)] });
+    const b = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, trainBn: true, checkpointDir: ckB, resume: true });
     assert.deepEqual(Object.keys(b.weights).sort(), Object.keys(a.weights).sort());
     for (const k of Object.keys(a.weights)) assert.ok(maxAbs(a.weights[k]!, b.weights[k]!) <= 1e-6, `${k}: resumed vs uninterrupted ${maxAbs(a.weights[k]!, b.weights[k]!)}`);
     for (let e = 0; e < 4; e++) assert.ok(Math.abs(a.history[e]!.trainLoss - b.history[e]!.trainLoss) < 1e-6, `epoch ${e + 1} loss`);
@@ -283,7 +284,7 @@ describe('fine-tuning with trainBn on a model with real batch norm', () => {
 
   test('without trainBn batch norm stays frozen: no statistics or affine parameters change', async () => {
     const infos: string[] = [];
-    const r = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, epochs: 2, onInfo: (s) => infos.push(s) });
+    const r = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, epochs: 2, onInfo: (s) => infos.push(s) });
     assert.equal(infos.length, 0, `no info: ${infos.join(' | ')}`);
     for (const name of ['bn_mean', 'bn_var', 'bn_scale', 'bn_bias']) assert.ok(!(name in r.weights), `${name} not in the weights`);
     const exported = parseOnnx(replaceInitializers(m, r.weights), 'exported.onnx');
@@ -296,7 +297,7 @@ describe('fine-tuning with trainBn on a model with real batch norm', () => {
 
   test('folded batch norm (Mul/Add): trainBn says only scale and shift train', async () => {
     const infos: string[] = [];
-    const r = await finetune(buildLoaded(tinyCnn()), 'features', 'r0', [4, S, S], train, undefined, ['a', 'b'], { ...opts, epochs: 1, trainBn: true, onInfo: (s) => infos.push(s) });
+    const r = await finetune({ model: buildLoaded(tinyCnn()), featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val: undefined, classes: ['a', 'b'] }, { ...opts, epochs: 1, trainBn: true, onInfo: (s) => infos.push(s) });
     assert.equal(infos.length, 1, `one info line: ${infos.join(' | ')}`);
     assert.match(infos[0]!, /folded.*only its scale and shift train/);
     assert.ok(r.weights.bn_s && r.weights.bn_b, 'folded scale and shift are trained');

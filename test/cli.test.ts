@@ -57,10 +57,10 @@ describe('graft CLI', () => {
     const empty = graft('extract', tiny, emptyDir);
     assert.equal(empty.code, 1, empty.stderr);
     assert.match(empty.stderr, /graft: no image could be read in .*empty-folder \(no image files found\)/);
-    // A head that fine-tuning cannot train is refused, not silently replaced by a linear one.
-    const mlp = graft('train', 'data', '--model', 'm.onnx', '--out', 'o', '--finetune', '1', '--head', 'mlp');
-    assert.equal(mlp.code, 2);
-    assert.match(mlp.stderr, /--head mlp cannot be fine-tuned yet/);
+    // A head that fine-tuning cannot train (kNN: no gradient) is refused, not silently replaced by a linear one.
+    const knn = graft('train', 'data', '--model', 'm.onnx', '--out', 'o', '--finetune', '1', '--head', 'knn');
+    assert.equal(knn.code, 2);
+    assert.match(knn.stderr, /--head knn cannot be fine-tuned: a kNN head has no gradient/);
   });
 
   test('wrong model path, non-ONNX model, missing run directory: one clear line, exit 1', async () => {

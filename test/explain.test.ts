@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { buildOnnx, type GraphSpec } from '../src/engine/onnx-builder.js';
+import { buildOnnx, type GraphSpec } from './helpers/onnx-builder.js';
 import { parseOnnx } from '../src/models/onnx-file.js';
 import onnxProto from 'onnx-proto';
 import { eigenCam, gradCam, gradCamPlusPlus, type LayerMaps } from '../src/vision/cam.js';

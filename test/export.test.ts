@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { OrtModel } from '../src/engine/ort.js';
-import { buildOnnx } from '../src/engine/onnx-builder.js';
+import { buildOnnx } from './helpers/onnx-builder.js';
 import { GraftError } from '../src/errors.js';
 import { tensorLength, loadInto } from '../src/image/preprocess.js';
 import { logLoss } from '../src/learn/metrics.js';
@@ -91,7 +91,7 @@ async function compareOnImages(runDir: string, exported: string, paths: string[]
   const backbone = await OrtModel.create(await loadOnnx(run.config.model.path), [run.config.model.featureTensor], { threads: 1 });
   const feats = (await backbone.run(x, dims))[run.config.model.featureTensor]!.data;
   await backbone.dispose();
-  const want = run.head.predictProba(feats, paths.length);
+  const want = await run.head.predictProba(feats, paths.length);
   const dp = maxAbsDiff(got, want);
   const df = maxAbsDiff(features, feats);
   measured[`${label}: probabilities`] = dp;

@@ -14,7 +14,8 @@ import { defaultSpec } from '../src/image/spec.js';
 import { layers } from '../src/tasks/layers.js';
 import { viridis, viridisTable } from '../src/vision/colormap.js';
 import { featureMapPaths, renderFeatureMapPng, tileSize, writeFeatureMapPngs } from '../src/vision/featuremap-png.js';
-import { closeMatches, featureMaps, pickDefaultLayers } from '../src/vision/featuremaps.js';
+import { closeMatches, featureMaps, pickDefaultLayers, tensorLayout } from '../src/vision/featuremaps.js';
+import { buildLoaded } from './helpers/onnx-builder.js';
 import { loadImageAndTensor } from '../src/image/preprocess.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 
@@ -220,6 +221,22 @@ describe('featureMaps on a tiny conv net', () => {
       assert.deepEqual([image.height, image.width], spec.size);
       assert.deepEqual(tensor, await loadTensor(photo, spec));
     }
+  });
+});
+
+describe('tensor layout from the graph', () => {
+  test('a Transpose as the very first node (index 0) still gives its output the permuted layout', () => {
+    const m = buildLoaded({
+      inputs: [{ name: 'img', shape: [1, 4, 4, 3] }],
+      outputs: ['r'],
+      nodes: [
+        { op: 'Transpose', name: 'to_nchw', inputs: ['img'], outputs: ['t'], attrs: { perm: { ints: [0, 3, 1, 2] } } },
+        { op: 'Relu', name: 'relu', inputs: ['t'], outputs: ['r'] },
+      ],
+    });
+    assert.equal(tensorLayout(m, 't', 'NHWC'), 'NCHW');
+    assert.equal(tensorLayout(m, 'r', 'NHWC'), 'NCHW', 'Relu keeps the layout it is given');
+    assert.equal(tensorLayout(m, 'img', 'NHWC'), 'NHWC');
   });
 });
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
-import { buildOnnx } from '../src/engine/onnx-builder.js';
+import { buildOnnx } from './helpers/onnx-builder.js';
 import { decodeImage } from '../src/image/decode.js';
 import { dreamTask } from '../src/tasks/dream.js';
 import { loadClassifier, type DiffClassifier } from '../src/vision/classifier.js';

@@ -3,6 +3,7 @@
  * `graft train --resume`; Ctrl-C before training starts; atomic checkpoints; `graft lr-find`; class balancing;
  * augmented views in a fine-tuning run. Everything runs on a tiny two-block CNN and small coloured JPEG folders.
  */
+import { lossHook } from '../src/learn/fit.js';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { buildLoaded } from '../src/engine/onnx-builder.js';
+import { buildLoaded } from './helpers/onnx-builder.js';
 import { InterruptedError } from '../src/errors.js';
 import { readCheckpoint, writeCheckpoint } from '../src/learn/checkpoint.js';
 import { finetune } from '../src/learn/finetune.js';
@@ -268,20 +269,20 @@ describe('the abort signal is seen between steps, not only at the end of an epoc
     let steps = 0;
     const ckDir = join(dir, 'abort-ck');
     await assert.rejects(
-      finetune(buildLoaded(tinyCnn()), 'features', 'r0', [4, S, S], { x, n, y }, undefined, ['a', 'b'], {
+      finetune({ model: buildLoaded(tinyCnn()), featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train: { x, n, y }, val: undefined, classes: ['a', 'b'] }, {
         epochs: 2,
         batchSize: 8,
         probeEpochs: 1,
         checkpointDir: ckDir,
         signal: ac.signal,
         onStart: () => setTimeout(() => ac.abort(), 0),
-        lossHook: (_e, _s, l) => (steps++, l),
+        callbacks: [lossHook((_e, _s, l) => (steps++, l))],
       }),
       (e: unknown) => e instanceof InterruptedError && /at epoch 1, step \d+ of 80/.test(e.message),
     );
     assert.ok(steps < 20, `stopped in the first epoch after ${steps} of 80 steps`);
     const ck = await readCheckpoint(join(ckDir, 'last.ckpt'));
-    assert.deepEqual({ ...(ck.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 1, step: steps, lossSum: 0, correct: 0 }, 'a mid-epoch checkpoint');
+    assert.deepEqual({ ...(ck.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 1, step: steps, lossSum: 0, correct: 0, rows: steps * 8 }, 'a mid-epoch checkpoint');
   });
 });
 
@@ -390,7 +391,7 @@ describe('class balancing (--balance) for a frozen linear head', () => {
     const test = blobs(1000, 1000, 12);
     const recall1 = async (balance: boolean) => {
       const res = await trainHead(train, undefined, ['common', 'rare'], { kind: 'linear', epochs: 200, lr: 1e-2, seed: 0, balance });
-      const p = res.head.predictProba(test.x, test.n);
+      const p = await res.head.predictProba(test.x, test.n);
       let hit = 0;
       let n1 = 0;
       for (let i = 0; i < test.n; i++) {

@@ -8,7 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { OrtModel } from '../src/engine/ort.js';
 import { tf } from './helpers/tf/backend.js';
 import { TfExecutor } from './helpers/tf/executor.js';
-import { buildLoaded, buildOnnx } from '../src/engine/onnx-builder.js';
+import { buildLoaded, buildOnnx } from './helpers/onnx-builder.js';
+import { lossHook, stopAfter } from '../src/learn/fit.js';
 import { GraftError, InterruptedError } from '../src/errors.js';
 import {
   bnAffineNames,
@@ -35,6 +36,8 @@ import { mulberry32 } from '../src/util/random.js';
 import { colourImage, type Rgb } from './helpers/images.js';
 import { tinyCnn, TINY_SIZE, tinyCutSet } from './helpers/tiny-cnn.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
+
+const decodeBlob = (b64: string) => new Float32Array(new Uint8Array(Buffer.from(b64, 'base64')).buffer);
 
 const S = TINY_SIZE;
 
@@ -109,7 +112,7 @@ describe('fine-tuning: blocks, suffix graph, export', () => {
   test('fine-tuned weights exported into the original graph give the executor outputs (ORT, 1e-4)', async () => {
     const m = buildLoaded(tinyCnn());
     const train = cutSet(24, 1);
-    const res = await finetune(m, 'features', 'r0', [4, S, S], train, cutSet(12, 2), ['a', 'b'], { epochs: 2, batchSize: 8, lr: 1e-2, backboneLrFactor: 1, probeEpochs: 5 });
+    const res = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val: cutSet(12, 2), classes: ['a', 'b'] }, { epochs: 2, batchSize: 8, lr: 1e-2, backboneLrFactor: 1, probeEpochs: 5 });
     const orig = (await readOnnxWeights(m, 'pw_w'))!;
     const changed = res.weights.pw_w!.some((v, i) => Math.abs(v - orig[i]!) > 1e-6);
     assert.ok(changed, 'pointwise weights changed by fine-tuning');
@@ -143,15 +146,15 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     const m = buildLoaded(tinyCnn());
     const train = cutSet(24, 1);
     const val = cutSet(12, 2);
-    const a = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: join(dir, 'ck-a') });
+    const a = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, checkpointDir: join(dir, 'ck-a') });
     const ckB = join(dir, 'ck-b');
-    const part = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, stopAfter: 2 });
+    const part = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, checkpointDir: ckB, callbacks: [stopAfter(2)] });
     assert.equal(part.history.length, 2);
     const last = await readCheckpoint(join(ckB, 'last.ckpt'));
     assert.equal(last.meta.epoch, 2);
     assert.ok(part.initial && Number.isFinite(part.initial.valLoss), `the first part measured the initial head: ${JSON.stringify(part.initial)}`);
     assert.deepEqual(last.meta.initial, part.initial, 'the checkpoint carries the initial metrics');
-    const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, resume: true });
+    const b = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, checkpointDir: ckB, resume: true });
     assert.equal(b.history.length, 4);
     assert.deepEqual(b.initial, part.initial, 'the resumed run reports the initial metrics of the start of the run');
     assert.deepEqual(b.initial, a.initial, 'the same as the run in one go');
@@ -165,14 +168,14 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     for (let e = 0; e < 4; e++) assert.ok(Math.abs(a.history[e]!.trainLoss - b.history[e]!.trainLoss) < 1e-6, `epoch ${e + 1} loss`);
     // A different setting refuses to resume.
     await assert.rejects(
-      finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, lr: 1, checkpointDir: ckB, resume: true }),
+      finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, lr: 1, checkpointDir: ckB, resume: true }),
       /other settings/,
     );
     // Initial metrics that are not numbers: a damaged checkpoint, said so (not NaN in metrics.json).
     const ck = await readCheckpoint(join(ckB, 'last.ckpt'));
     await writeCheckpoint(join(ckB, 'last.ckpt'), { ...ck.meta, initial: { valLoss: 'low', valAcc: 1 } }, ck.tensors);
     await assert.rejects(
-      finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...opts, checkpointDir: ckB, resume: true }),
+      finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...opts, checkpointDir: ckB, resume: true }),
       (e: unknown) => e instanceof GraftError && /last\.ckpt: damaged checkpoint \(meta\.initial\.valLoss: /.test(e.message),
     );
   });
@@ -185,25 +188,27 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     train.views = [0, 1].map(() => Float32Array.from(train.x, (v) => Math.max(0, v + (vr() - 0.5) * 0.2)));
     const val = cutSet(12, 2);
     const o = { ...opts, schedule: 'onecycle' as const };
-    const a = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...o, checkpointDir: join(dir, 'ck-int-a') });
+    const a = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...o, checkpointDir: join(dir, 'ck-int-a') });
     const ckB = join(dir, 'ck-int-b');
     const ac = new AbortController();
     let steps = 0;
     await assert.rejects(
-      finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], {
+      finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, {
         ...o,
         checkpointDir: ckB,
         signal: ac.signal,
-        lossHook: (_e, _s, loss) => {
-          if (++steps === 5) ac.abort(); // 3 steps an epoch: stops after epoch 2, step 2
-          return loss;
-        },
+        callbacks: [
+          lossHook((_e, _s, loss) => {
+            if (++steps === 5) ac.abort(); // 3 steps an epoch: stops after epoch 2, step 2
+            return loss;
+          }),
+        ],
       }),
       (e: unknown) => e instanceof InterruptedError && e.exitCode === 130 && /epoch 2, step 2 of 3.*--resume/.test(e.message),
     );
     const last = await readCheckpoint(join(ckB, 'last.ckpt'));
-    assert.deepEqual(last.meta.partial && { ...(last.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 2, step: 2, lossSum: 0, correct: 0 });
-    const b = await finetune(m, 'features', 'r0', [4, S, S], train, val, ['a', 'b'], { ...o, checkpointDir: ckB, resume: true });
+    assert.deepEqual(last.meta.partial && { ...(last.meta.partial as object), lossSum: 0, correct: 0 }, { epoch: 2, step: 2, lossSum: 0, correct: 0, rows: 16 });
+    const b = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val, classes: ['a', 'b'] }, { ...o, checkpointDir: ckB, resume: true });
     assert.equal(b.history.length, 4);
     for (const k of Object.keys(a.weights)) {
       const wa = a.weights[k]!;
@@ -212,7 +217,7 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     }
     for (let e = 0; e < 4; e++) assert.ok(Math.abs(a.history[e]!.trainLoss - b.history[e]!.trainLoss) < 1e-6, `epoch ${e + 1} loss ${a.history[e]!.trainLoss} vs ${b.history[e]!.trainLoss}`);
     // The views are really used: without them the run differs.
-    const c = await finetune(m, 'features', 'r0', [4, S, S], { ...train, views: undefined }, val, ['a', 'b'], { ...o, epochs: 1 });
+    const c = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train: { ...train, views: undefined }, val, classes: ['a', 'b'] }, { ...o, epochs: 1 });
     assert.ok(Math.abs(c.history[0]!.trainLoss - a.history[0]!.trainLoss) > 1e-6, 'views change the training batches');
   });
 
@@ -236,7 +241,7 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     const suf = suffixModel(m, 'r0', [4, S, S], ['features']);
     assert.deepEqual(bnAffineNames(suf), ['bn_s', 'bn_b']);
     const train = cutSet(24, 1);
-    const res = await finetune(m, 'features', 'r0', [4, S, S], train, cutSet(12, 2), ['a', 'b'], { epochs: 2, batchSize: 8, lr: 1e-2, backboneLrFactor: 1, probeEpochs: 5, trainBn: true });
+    const res = await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val: cutSet(12, 2), classes: ['a', 'b'] }, { epochs: 2, batchSize: 8, lr: 1e-2, backboneLrFactor: 1, probeEpochs: 5, trainBn: true });
     assert.deepEqual(Object.keys(res.weights).sort(), ['bn_b', 'bn_s', 'dw_b', 'dw_w', 'pw_w']);
     const orig = m.proto.graph!.initializer!.find((t) => t.name === 'bn_s')!.floatData!;
     assert.ok(Array.from(res.weights.bn_s!).some((v, i) => Math.abs(v - orig[i]!) > 1e-4), 'bn scale moved');
@@ -256,7 +261,7 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
   test('LR finder: exponential sweep, stops when the loss blows up, deterministic, suggestion inside the range', async () => {
     const m = buildLoaded(tinyCnn());
     const train = cutSet(24, 1);
-    const run = () => lrFind(m, 'features', 'r0', [4, S, S], train, undefined, ['a', 'b'], { batchSize: 8, minLr: 1e-6, maxLr: 1e3, steps: 60, probeEpochs: 0, backboneLrFactor: 1, clipNorm: 0, seed: 2 });
+    const run = () => lrFind({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train, val: undefined, classes: ['a', 'b'] }, { batchSize: 8, minLr: 1e-6, maxLr: 1e3, steps: 60, probeEpochs: 0, backboneLrFactor: 1, clipNorm: 0, seed: 2 });
     const a = await run();
     const b = await run();
     assert.deepEqual(a.losses, b.losses);
@@ -272,10 +277,10 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     const m = buildLoaded(tinyCnn());
     const ck = join(dir, 'ck-nan');
     await assert.rejects(
-      finetune(m, 'features', 'r0', [4, S, S], cutSet(24, 1), cutSet(12, 2), ['a', 'b'], {
+      finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train: cutSet(24, 1), val: cutSet(12, 2), classes: ['a', 'b'] }, {
         ...opts,
         checkpointDir: ck,
-        lossHook: (epoch, step, loss) => (epoch === 3 && step === 2 ? NaN : loss),
+        callbacks: [lossHook((epoch, step, loss) => (epoch === 3 && step === 2 ? NaN : loss))],
       }),
       (e: unknown) => e instanceof GraftError && /diverged.*NaN.*epoch 3, step 2.*last good checkpoint \(epoch 2\)/.test((e as Error).message),
     );
@@ -289,7 +294,7 @@ describe('fine-tuning: checkpoints, resume, NaN guard', () => {
     const ck = join(dir, 'ck-lr');
     let err: unknown;
     try {
-      await finetune(m, 'features', 'r0', [4, S, S], cutSet(24, 1), cutSet(12, 2), ['a', 'b'], { ...opts, lr: 1e30, warmup: 0, clipNorm: 0, backboneLrFactor: 1, checkpointDir: ck });
+      await finetune({ model: m, featureTensor: 'features', cut: 'r0', cutShape: [4, S, S], train: cutSet(24, 1), val: cutSet(12, 2), classes: ['a', 'b'] }, { ...opts, lr: 1e30, warmup: 0, clipNorm: 0, backboneLrFactor: 1, checkpointDir: ck });
     } catch (e) {
       err = e;
     }
@@ -353,7 +358,7 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     }
     // The prefix came from the cache the second time.
     const out2 = join(dir, 'run2');
-    const res2 = await finetuneRun({ ...common, out: out2, finetune: { epochs: 2, batchSize: 4, lr: 1e-2, probeEpochs: 20, stopAfter: 1 } });
+    const res2 = await finetuneRun({ ...common, out: out2, finetune: { epochs: 2, batchSize: 4, lr: 1e-2, probeEpochs: 20, callbacks: [stopAfter(1)] } });
     assert.equal(res2.history.length, 1);
     const metrics = async (d: string) => JSON.parse(await readFile(join(d, 'metrics.json'), 'utf8')) as { initial?: { valLoss: number; valAcc: number } };
     const initialBefore = (await metrics(out2)).initial;
@@ -374,6 +379,37 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     const ev = await evalRun(out, join(dir, 'imgs', 'val'), { cache: false });
     assert.equal(ev.evaluation.accuracy, 1);
     assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ${ev.evaluation.logLoss} vs ${res.validation.logLoss}`);
+  });
+
+  test('--head mlp with --finetune: the MLP trains with the block; eval and export through ORT agree; resume is exact', async () => {
+    const common = { data: join(dir, 'imgs', 'train'), val: join(dir, 'imgs', 'val'), model, blocks: 1 as const, cache: join(dir, 'cache') };
+    const settings = { epochs: 3, batchSize: 4, lr: 1e-2, probeEpochs: 20, head: 'mlp' as const, hidden: 8, dropout: 0.3 };
+    const out = join(dir, 'run-mlp');
+    const res = await finetuneRun({ ...common, out, finetune: settings });
+    const json = res.head.toJSON();
+    assert.equal(json.kind, 'mlp');
+    if (json.kind !== 'mlp') return;
+    assert.deepEqual(json.params.W1.shape, [8, res.head.dim]);
+    assert.equal((json.training as { finetune?: boolean }).finetune, true);
+    const run = await loadRun(out);
+    assert.equal(run.config.head.kind, 'mlp');
+    assert.equal(res.validation.accuracy, 1);
+    // predict/eval (ORT on model.onnx, then the head) give what training measured on the same graph.
+    const ev = await evalRun(out, join(dir, 'imgs', 'val'), { cache: false });
+    assert.ok(Math.abs(ev.evaluation.logLoss - res.validation.logLoss) < 1e-4, `log loss ${ev.evaluation.logLoss} vs ${res.validation.logLoss}`);
+    // The MLP moved from its probe: the same run without fine-tuning steps has other head weights.
+    const probeOnly = await finetuneRun({ ...common, out: join(dir, 'run-mlp-0'), finetune: { ...settings, callbacks: [stopAfter(0)] } });
+    const p0 = probeOnly.head.toJSON();
+    assert.ok(p0.kind === 'mlp' && p0.params.W2.base64 !== json.params.W2.base64, 'fine-tuning changed the MLP');
+    // 2 epochs + resume 1 = 3 epochs in one go (dropout masks from (seed, epoch, step)).
+    const split = join(dir, 'run-mlp-split');
+    await finetuneRun({ ...common, out: split, finetune: { ...settings, callbacks: [stopAfter(2)] } });
+    const resumed = await resumeFinetuneRun(split);
+    const r = resumed.head.toJSON();
+    assert.ok(r.kind === 'mlp');
+    const a = decodeBlob(json.params.W1.base64);
+    const b = decodeBlob((r as typeof json).params.W1.base64);
+    assert.ok(a.every((v, i) => Math.abs(v - b[i]!) <= 1e-6), 'resumed MLP equals the uninterrupted one');
   });
 
   test('CLI: graft train --finetune 1 --json, then --resume; bad --finetune is a usage error', () => {
@@ -398,6 +434,9 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     assert.match(bad.stderr, /from 1 to 2/);
     const usage = cli('train', '--finetune', '1');
     assert.equal(usage.status, 2, `stderr: ${usage.stderr}`);
+    const knn = cli('train', ...base, '--out', join(dir, 'cli-knn'), '--finetune', '1', '--head', 'knn');
+    assert.equal(knn.status, 2, `stderr: ${knn.stderr}`);
+    assert.match(knn.stderr, /--head knn cannot be fine-tuned: a kNN head has no gradient/);
   });
 });
 

@@ -98,16 +98,20 @@ describe('TF.js layers importer', { skip: SKIP_SHARED }, () => {
       return join(d, 'model.json');
     };
     const outside = await copyModel('escape', (j) => (j.weightsManifest[0].paths = ['../../../etc/passwd']));
-    await assert.rejects(importTfjsLayers(outside), /leaves the model folder/);
+    await assert.rejects(importTfjsLayers(outside), /refused file path '..\/..\/..\/etc\/passwd': it leaves the model's folder/);
     const missing = await copyModel('missing', (j) => (j.weightsManifest[0].paths = ['group999-shard1of1']));
     await assert.rejects(importTfjsLayers(missing), /group999-shard1of1' is missing/);
-    const wrong = await copyModel('wrong', (j) => (j.weightsManifest[0].paths = [j.weightsManifest[1].paths[0]]));
-    await assert.rejects(importTfjsLayers(wrong), /bytes/);
+    // Another group's shard under a name of its own (a shard listed twice is refused before sizes are compared).
+    const wrong = await copyModel('wrong', (j) => (j.weightsManifest[0].paths = ['wrong-shard']));
+    await copyFile(join(src, json.weightsManifest[1].paths[0]), join(wrong, '..', 'wrong-shard'));
+    await assert.rejects(importTfjsLayers(wrong), /weight shards \[wrong-shard\] hold \d+ bytes, the manifest needs \d+ \(truncated/);
+    const twice = await copyModel('twice', (j) => (j.weightsManifest[0].paths = [j.weightsManifest[1].paths[0]]));
+    await assert.rejects(importTfjsLayers(twice), /shard 'group2-shard1of1' is listed twice/);
     const linked = join(dir, 'linked');
     await mkdir(linked);
     await writeFile(join(linked, 'model.json'), JSON.stringify(json));
     for (const f of await readdir(src)) if (f.startsWith('group')) await symlink(join(src, f), join(linked, f));
-    await assert.rejects(importTfjsLayers(join(linked, 'model.json')), /links outside the model folder/);
+    await assert.rejects(importTfjsLayers(join(linked, 'model.json')), /link leading out of the model's folder/);
     const garbage = join(dir, 'garbage.json');
     await writeFile(garbage, '{"this is": not json');
     await assert.rejects(importTfjsLayers(garbage), /not a TF.js model\.json/);

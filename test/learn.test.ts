@@ -7,7 +7,9 @@ import sharp from 'sharp';
 import { GraftError } from '../src/errors.js';
 import { gaussian, mulberry32, shuffleInPlace } from '../src/util/random.js';
 import { confusionMatrixPng, confusionMatrixSvg, trainingCurvePng, trainingCurveSvg } from '../src/learn/charts.js';
-import { denseLossAndGrads, headFromJSON, trainHead, type EpochLog, type FeatureSet, type HeadJson } from '../src/learn/heads.js';
+import { GradientProgram } from '../src/engine/grad/program.js';
+import { denseParams, headModel } from '../src/learn/head-graph.js';
+import { headFromJSON, trainHead, type EpochLog, type FeatureSet, type HeadJson } from '../src/learn/heads.js';
 import { accuracyOf, evaluate, logLoss } from '../src/learn/metrics.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -47,8 +49,8 @@ function xor(n: number, d: number, seed: number): FeatureSet {
   return { x, y, n, d };
 }
 
-const valAccuracy = (head: { predictProba(x: Float32Array, n: number): Float32Array; classes: string[] }, val: FeatureSet) =>
-  accuracyOf(head.predictProba(val.x, val.n), val.y, head.classes.length);
+const valAccuracy = async (head: { predictProba(x: Float32Array, n: number): Promise<Float32Array>; classes: string[] }, val: FeatureSet) =>
+  accuracyOf(await head.predictProba(val.x, val.n), val.y, head.classes.length);
 
 const ABC = ['a', 'b', 'c'];
 
@@ -79,36 +81,50 @@ describe('random', () => {
 });
 
 describe('dense head gradients', () => {
-  // Central finite differences in float64 terms of a float32 loss: compare with a tolerance relative to the scale.
+  // The head graph's gradient program (what trainHead runs) against central finite differences of its own loss,
+  // with class weights and a dropout mask in play.
   for (const kind of ['linear', 'mlp'] as const) {
-    it(`${kind}: analytic gradients match finite differences`, () => {
+    it(`${kind}: the gradient program matches finite differences`, async () => {
       const rng = mulberry32(5);
       const d = 5, C = 3, H = 4, m = 6;
-      const shapes = kind === 'linear' ? [[C, d], [C]] : [[H, d], [H], [C, H], [C]];
-      const params = shapes.map((s) => Float32Array.from({ length: s.reduce((a, b) => a * b, 1) }, () => gaussian(rng)));
-      const x = Float32Array.from({ length: m * d }, () => gaussian(rng));
-      const y = Int32Array.from({ length: m }, (_, i) => i % C);
-      const mask = kind === 'mlp' ? Float32Array.from({ length: m * H }, (_, i) => (i % 3 === 0 ? 0 : 1.5)) : undefined;
-      const { grads } = denseLossAndGrads(kind, params, x, y, d, C, mask);
-      const eps = 1e-2;
-      let checked = 0;
-      for (let p = 0; p < params.length; p++) {
-        for (let i = 0; i < params[p].length; i++) {
-          const orig = params[p][i];
-          params[p][i] = orig + eps;
-          const up = denseLossAndGrads(kind, params, x, y, d, C, mask).loss;
-          params[p][i] = orig - eps;
-          const down = denseLossAndGrads(kind, params, x, y, d, C, mask).loss;
-          params[p][i] = orig;
-          const numeric = (up - down) / (2 * eps);
-          assert.ok(
-            Math.abs(numeric - grads[p][i]) < 2e-3 + 2e-2 * Math.abs(numeric),
-            `param ${p}[${i}]: analytic ${grads[p][i]}, numeric ${numeric}`,
-          );
-          checked++;
+      const specs = denseParams(kind, d, H, C);
+      const params = specs.map((q) => Float32Array.from({ length: q.dims.reduce((a, b) => a * b, 1) }, () => gaussian(rng)));
+      const mean = Float32Array.from({ length: d }, () => gaussian(rng) * 0.1);
+      const std = Float32Array.from({ length: d }, () => 0.5 + rng());
+      const model = headModel({ kind, d, C, H, mean, std, params }, { dropout: kind === 'mlp' });
+      const names = specs.map((q) => model.graph.weight(q.name));
+      const prog = await GradientProgram.create(model.bytes, { batch: m, params: names, wrt: names, loss: [{ kind: 'cross-entropy', logits: model.graph.logits, targets: 'targets' }] }, { threads: 1 });
+      try {
+        const x = Float32Array.from({ length: m * d }, () => gaussian(rng));
+        const targets = new Float32Array(m * C);
+        for (let i = 0; i < m; i++) targets[i * C + (i % C)] = (1 + (i % 2)) / m;
+        const feeds = (): Record<string, Float32Array> => {
+          const f: Record<string, Float32Array> = { features: x, targets };
+          names.forEach((n, i) => (f[n] = params[i]!));
+          if (model.graph.mask) f[model.graph.mask] = Float32Array.from({ length: m * H }, (_, i) => (i % 3 === 0 ? 0 : 1.5));
+          return f;
+        };
+        const { grads } = await prog.run(feeds());
+        const eps = 1e-2;
+        let checked = 0;
+        for (const [p, name] of names.entries()) {
+          for (let i = 0; i < params[p]!.length; i++) {
+            const orig = params[p]![i]!;
+            params[p]![i] = orig + eps;
+            const up = (await prog.run(feeds())).loss;
+            params[p]![i] = orig - eps;
+            const down = (await prog.run(feeds())).loss;
+            params[p]![i] = orig;
+            const numeric = (up - down) / (2 * eps);
+            const analytic = grads[name]![i]!;
+            assert.ok(Math.abs(numeric - analytic) < 2e-3 + 2e-2 * Math.abs(numeric), `${name}[${i}]: analytic ${analytic}, numeric ${numeric}`);
+            checked++;
+          }
         }
+        assert.ok(checked > 10, 'checked > 10');
+      } finally {
+        await prog.release();
       }
-      assert.ok(checked > 10, 'checked > 10');
     });
   }
 });
@@ -119,12 +135,12 @@ describe('trainHead', () => {
   it('linear and mlp separate Gaussian blobs (> 0.95 validation accuracy)', async () => {
     for (const kind of ['linear', 'mlp'] as const) {
       const res = await trainHead(easy.train, easy.val, ABC, { kind, epochs: 60, hidden: 64 });
-      const acc = valAccuracy(res.head, easy.val);
+      const acc = await valAccuracy(res.head, easy.val);
       assert.ok(acc > 0.95, `${kind}: val accuracy ${acc}`);
       assert.equal(res.head.kind, kind);
       assert.equal(res.head.dim, 16);
       assert.deepEqual(res.head.classes, ABC);
-      const p = res.head.predictProba(easy.val.x, easy.val.n);
+      const p = await res.head.predictProba(easy.val.x, easy.val.n);
       assert.equal(p.length, easy.val.n * 3);
       for (let i = 0; i < easy.val.n; i++) assert.ok(Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5, 'Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5');
       // history is consistent with what was reported
@@ -142,8 +158,8 @@ describe('trainHead', () => {
     const classes = ['diff', 'same'];
     const lin = await trainHead(train, val, classes, { kind: 'linear', epochs: 100, lr: 1e-2, patience: 20 });
     const mlp = await trainHead(train, val, classes, { kind: 'mlp', epochs: 150, lr: 1e-2, hidden: 32, dropout: 0.1, patience: 30 });
-    const accLin = valAccuracy(lin.head, val);
-    const accMlp = valAccuracy(mlp.head, val);
+    const accLin = await valAccuracy(lin.head, val);
+    const accMlp = await valAccuracy(mlp.head, val);
     assert.ok(accLin < 0.7, `linear should not solve XOR, got ${accLin}`);
     assert.ok(accMlp > 0.9, `mlp should solve XOR, got ${accMlp}`);
   });
@@ -154,18 +170,18 @@ describe('trainHead', () => {
       const res = await trainHead(train, val, ABC, { kind: 'knn', k: 5, vote });
       assert.deepEqual(res.history, []);
       assert.equal(res.bestEpoch, 0);
-      const p = res.head.predictProba(val.x, val.n);
+      const p = await res.head.predictProba(val.x, val.n);
       const acc = accuracyOf(p, val.y, 3);
       assert.ok(acc > 0.9, `${vote}: kNN few-shot accuracy ${acc}`);
       for (let i = 0; i < val.n; i++) assert.ok(Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5, 'Math.abs(p[i * 3] + p[i * 3 + 1] + p[i * 3 + 2] - 1) < 1e-5');
     }
     // a training point is its own nearest neighbour: with k = 1 it is predicted with certainty
     const one = await trainHead(train, undefined, ABC, { kind: 'knn', k: 1 });
-    const p = one.head.predictProba(train.x, train.n);
+    const p = await one.head.predictProba(train.x, train.n);
     for (let i = 0; i < train.n; i++) assert.equal(p[i * 3 + train.y[i]], 1);
     // k larger than the training set is capped, not an error
     const big = await trainHead(train, undefined, ABC, { kind: 'knn', k: 100, vote: 'majority' });
-    const pb = big.head.predictProba(val.x.subarray(0, 16), 1);
+    const pb = await big.head.predictProba(val.x.subarray(0, 16), 1);
     assert.deepEqual(Array.from(pb).map((v) => Math.round(v * 3)), [1, 1, 1]);
   });
 
@@ -176,7 +192,7 @@ describe('trainHead', () => {
       const b = await trainHead(easy.train, easy.val, ABC, opts);
       assert.deepEqual(a.history, b.history);
       assert.deepEqual(a.head.toJSON().params, b.head.toJSON().params);
-      assert.deepEqual(a.head.predictProba(easy.val.x, easy.val.n), b.head.predictProba(easy.val.x, easy.val.n));
+      assert.deepEqual(await a.head.predictProba(easy.val.x, easy.val.n), await b.head.predictProba(easy.val.x, easy.val.n));
       const c = await trainHead(easy.train, easy.val, ABC, { ...opts, seed: 8 });
       assert.notDeepEqual(a.head.toJSON().params, c.head.toJSON().params);
       assert.notDeepEqual(a.history, c.history);
@@ -196,7 +212,7 @@ describe('trainHead', () => {
     assert.equal(losses.indexOf(minLoss) + 1, res.bestEpoch);
     assert.ok(losses[losses.length - 1] > minLoss, 'losses[losses.length - 1] > minLoss');
     // the returned head has the best epoch's weights: its validation loss is exactly the best one
-    const p = res.head.predictProba(val.x, val.n);
+    const p = await res.head.predictProba(val.x, val.n);
     assert.equal(logLoss(p, val.y, 2), minLoss);
     assert.equal(evaluate(p, val.y, ['x', 'y']).logLoss, minLoss);
     assert.equal(accuracyOf(p, val.y, 2), res.history[res.bestEpoch - 1].valAcc);
@@ -220,7 +236,7 @@ describe('trainHead', () => {
     bad[16 * 4 + 3] = NaN;
     await assert.rejects(trainHead({ ...train, x: bad }, undefined, ABC, { kind: 'knn' }), /non-finite feature at row 4, dimension 3/);
     const { head } = await trainHead(train, undefined, ABC, { kind: 'linear', epochs: 1 });
-    assert.throws(() => head.predictProba(val.x, val.n + 1), GraftError);
+    await assert.rejects(head.predictProba(val.x, val.n + 1), GraftError);
   });
 });
 
@@ -238,7 +254,7 @@ describe('head JSON', () => {
       assert.equal(back.kind, kind);
       assert.equal(back.dim, 12);
       assert.deepEqual(back.classes, ABC);
-      assert.deepEqual(back.predictProba(val.x, val.n), head.predictProba(val.x, val.n));
+      assert.deepEqual(await back.predictProba(val.x, val.n), await head.predictProba(val.x, val.n));
       assert.deepEqual(back.toJSON(), head.toJSON());
     }
   });

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { buildOnnx, type GraphSpec } from '../src/engine/onnx-builder.js';
+import { buildOnnx, type GraphSpec } from './helpers/onnx-builder.js';
 import { OrtModel } from '../src/engine/ort.js';
 import { compareModels, loadCalibrationImages, quantizeOnnx, type CalibrationImages, type QuantizeOptions } from '../src/engine/quantize/index.js';
 import { tensorValues } from '../src/engine/quantize/graph.js';

@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { OrtModel } from '../src/engine/ort.js';
 import { TfExecutor, tf, setBackend, type TfBackendName } from './helpers/tf/index.js';
-import { buildLoaded, type AttrSpec, type GraphSpec, type NodeSpec } from '../src/engine/onnx-builder.js';
+import { buildLoaded, type AttrSpec, type GraphSpec, type NodeSpec } from './helpers/onnx-builder.js';
 import { GraftError } from '../src/errors.js';
 import { gaussian, mulberry32 } from '../src/util/random.js';
 

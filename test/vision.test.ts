@@ -9,7 +9,8 @@ import { attackTask } from '../src/tasks/attack.js';
 import { dreamTask } from '../src/tasks/dream.js';
 import { trainRun } from '../src/tasks/train.js';
 import { parseEps } from '../src/vision/attack.js';
-import { resolveClass } from '../src/vision/classifier.js';
+import { GraftError } from '../src/errors.js';
+import { classifierGraph, loadClassifier, resolveClass } from '../src/vision/classifier.js';
 import { colourImage, type Rgb } from './helpers/images.js';
 import { MOBILENET, SHARED, SKIP_SHARED } from './helpers/shared.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
@@ -67,6 +68,29 @@ describe('attack a graft run (head on a backbone, both built in the test)', () =
     assert.equal(un.results[0]!.after[0]!.class, 'blue');
     assert.equal(un.perEps[1]!.successRate, 0, 'eps 1/255 is too small for these well separated colours');
     assert.equal(un.perEps[1]!.robustAccuracy, 1);
+  });
+});
+
+describe("a run's model is checked by its SHA-256", () => {
+  test('a run whose model file changed after training is refused, naming the file', async () => {
+    const model = join(dir, 'checked.onnx');
+    const meta = { 'Image.NominalPixelRange': 'Normalized_0_1', 'Image.BitmapPixelFormat': 'Rgb8' };
+    await writeFile(model, tinyClassifier({ size: 16, metadata: meta }));
+    for (const [name, rgb] of Object.entries({ red: [150, 90, 110], blue: [110, 90, 150] } as Record<string, Rgb>)) {
+      await mkdir(join(dir, 'checked-data', name), { recursive: true });
+      for (let i = 0; i < 4; i++) await colourImage([rgb[0] + i, rgb[1], rgb[2] - i], 20, 20, i).png().toFile(join(dir, 'checked-data', name, `${i}.png`));
+    }
+    const run = join(dir, 'checked-run');
+    await trainRun({ data: join(dir, 'checked-data'), model, out: run, cache: false, valFraction: 0.25 });
+    const before = await loadClassifier(run);
+    assert.deepEqual(before.classes, ['blue', 'red'], 'the untouched run loads');
+    await before.dispose();
+
+    // Same graph, other bytes: what a re-export or re-download in place leaves behind.
+    await writeFile(model, tinyClassifier({ size: 16, metadata: { ...meta, note: 'replaced' } }));
+    const refused = (e: unknown) => e instanceof GraftError && (e as Error).message.startsWith(`${model}: this model file changed since the run in ${run} was trained`);
+    await assert.rejects(loadClassifier(run), refused);
+    await assert.rejects(classifierGraph(run), refused);
   });
 });
 

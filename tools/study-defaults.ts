@@ -40,15 +40,15 @@ function subset(all: Set, idx: number[]): Set {
   idx.forEach((i, k) => x.set(all.x.subarray(i * all.d, (i + 1) * all.d), k * all.d));
   return { x, n: idx.length, d: all.d, y: Int32Array.from(idx, (i) => all.y[i]!) };
 }
-function accuracy(head: { predictProba(x: Float32Array, n: number): Float32Array }, s: Set, C: number): number {
-  const pred = argmaxRows(head.predictProba(s.x, s.n), s.n, C);
+async function accuracy(head: { predictProba(x: Float32Array, n: number): Promise<Float32Array> }, s: Set, C: number): Promise<number> {
+  const pred = argmaxRows(await head.predictProba(s.x, s.n), s.n, C);
   let ok = 0;
   for (let i = 0; i < s.n; i++) if (pred[i] === s.y[i]) ok++;
   return ok / s.n;
 }
 
 /** Head recipes: how the head is trained given a training pool (the test set is never seen). */
-type Recipe = { name: string; fit: (pool: Set, classes: string[], seed: number) => Promise<{ predictProba(x: Float32Array, n: number): Float32Array }> };
+type Recipe = { name: string; fit: (pool: Set, classes: string[], seed: number) => Promise<{ predictProba(x: Float32Array, n: number): Promise<Float32Array> }> };
 const base: Partial<TrainOptions> = { kind: 'linear', lr: 1e-3, weightDecay: 1e-4 };
 const items = (s: Set) => Array.from({ length: s.n }, (_, i) => ({ label: s.y[i]!, i }));
 const RECIPES: Recipe[] = [
@@ -114,10 +114,10 @@ for (const pre of PRE) {
     const cvd: number[] = [];
     const pet: number[] = [];
     for (const seed of SEEDS) {
-      cvd.push(accuracy(await rec.fit(tr, cvdTrain.classes, seed), te, 2));
+      cvd.push(await accuracy(await rec.fit(tr, cvdTrain.classes, seed), te, 2));
       const outer = stratifiedSplit(items(ps), 0.2, 100 + seed);
       const head = await rec.fit(subset(ps, outer.train.map((t) => t.i)), pets.classes, seed);
-      pet.push(accuracy(head, subset(ps, outer.val.map((t) => t.i)), pets.classes.length));
+      pet.push(await accuracy(head, subset(ps, outer.val.map((t) => t.i)), pets.classes.length));
     }
     const line = `| ${pre.name} | ${rec.name} | ${fmt(cvd)} | ${fmt(pet)} |`;
     rows.push(line);

@@ -11,7 +11,7 @@ import { loadInto } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { ttaViews, type TtaKind } from '../image/tta.js';
 import { isRunDir, loadRun } from '../learn/run.js';
-import { runBackbone } from '../tasks/evaluate.js';
+import { runBackbone } from '../learn/run-backbone.js';
 
 export interface ClassifierOptions {
   /** ONNX Runtime threads (default: all cores). */
@@ -40,9 +40,11 @@ export class Classifier {
     readonly backbone: Backbone,
     /** The tensor the rows come from: pooled features (a run's head follows) or class scores. */
     readonly tensor: string,
-    private readonly head: (rows: Float32Array, n: number) => Float32Array,
+    private readonly head: (rows: Float32Array, n: number) => Float32Array | Promise<Float32Array>,
     /** Views averaged per image; [undefined] = the plain image. */
     readonly views: (AugmentParams | undefined)[],
+    /** Releases the head's session (a run's head predicts on ONNX Runtime). */
+    private readonly releaseHead: () => Promise<void> = async () => {},
   ) {}
 
   static async load(source: string, opts: ClassifierOptions = {}): Promise<Classifier> {
@@ -50,7 +52,7 @@ export class Classifier {
       const run = await loadRun(source);
       const backbone = await runBackbone(run, { threads: opts.threads });
       const tta = opts.tta === 'none' ? undefined : (opts.tta ?? run.config.tta);
-      return new Classifier(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => run.head.predictProba(rows, n), tta ? ttaViews(tta) : [undefined]);
+      return new Classifier(source, 'run', run.config.classes, backbone, backbone.ref.featureTensor, (rows, n) => run.head.predictProba(rows, n), tta ? ttaViews(tta) : [undefined], () => run.head.dispose());
     }
     const backbone = await Backbone.load(source, { threads: opts.threads, labelsFile: opts.labelsFile });
     const logits = backbone.ref.logitsTensor;
@@ -93,7 +95,7 @@ export class Classifier {
   }
 
   /** Class probabilities of one image from the rows of its views (averaged, then the head or a softmax). */
-  probabilitiesOf(viewRows: Float32Array[]): Float32Array {
+  async probabilitiesOf(viewRows: Float32Array[]): Promise<Float32Array> {
     const mean = viewRows[0]!.slice();
     for (const r of viewRows.slice(1)) for (let j = 0; j < mean.length; j++) mean[j]! += r[j]!;
     if (viewRows.length > 1) for (let j = 0; j < mean.length; j++) mean[j]! /= viewRows.length;
@@ -122,20 +124,21 @@ export class Classifier {
       ok.flat().forEach((x, j) => input.set(x, j * per));
       const rows = ok.length ? await this.rows(input, ok.length * V) : [];
       let k = 0;
-      loaded.forEach((l, i) => {
+      for (const [i, l] of loaded.entries()) {
         if (l instanceof ImageError) {
           results.push({ input: names[i]!, top: [], error: l.reason });
-          return;
+          continue;
         }
-        const p = this.probabilitiesOf(rows.slice(k * V, (k + 1) * V));
+        const p = await this.probabilitiesOf(rows.slice(k * V, (k + 1) * V));
         k++;
         results.push({ input: names[i]!, top: topK(p, this.classes, Math.min(top, p.length)) });
-      });
+      }
     }
     return results;
   }
 
-  dispose(): Promise<void> {
-    return this.backbone.dispose();
+  async dispose(): Promise<void> {
+    await this.releaseHead();
+    await this.backbone.dispose();
   }
 }

@@ -34,13 +34,17 @@ export interface FinetuneFlags {
   augment?: number;
   balance?: boolean;
   trainBn?: boolean;
+  /** --head (linear or mlp; knn is refused before) and --hidden. */
+  head?: string;
+  hidden?: number;
 }
 
 /** FinetuneOptions from the flags that were given (the rest keep the library defaults). */
 export function finetuneOptions(o: FinetuneFlags): FinetuneOptions {
-  const keys = ['epochs', 'lr', 'weightDecay', 'dropout', 'patience', 'backboneLrFactor', 'schedule', 'warmup', 'labelSmoothing', 'clipNorm', 'balance', 'trainBn'] as const;
+  const keys = ['epochs', 'lr', 'weightDecay', 'dropout', 'patience', 'backboneLrFactor', 'schedule', 'warmup', 'labelSmoothing', 'clipNorm', 'balance', 'trainBn', 'hidden'] as const;
   const f: Record<string, unknown> = {};
   for (const k of keys) if (o[k] !== undefined) f[k] = o[k];
+  if (o.head !== undefined) f.head = o.head;
   return f as FinetuneOptions;
 }
 

@@ -57,7 +57,7 @@ export function buildProgram(): Command {
         .argument('[data]', 'training images: class-per-folder, Oxford-IIIT Pet or PetImages layout')
         .option('--model <onnx>', 'backbone: ONNX file path or URL (required)')
         .option('--out <dir>', 'run folder to write (required)')
-        .option('--finetune <n|all>', 'fine-tune the last N conv blocks (or all) with a linear head instead of training on frozen features')
+        .option('--finetune <n|all>', 'fine-tune the last N conv blocks (or all) with the head (linear or mlp) instead of training on frozen features')
         .option('--resume <run>', 'continue a fine-tuning run from its last checkpoint (graft train --resume <run>)')
         .option('--val <dir>', 'validation folder (default: a seeded stratified split of <data>)')
         .option('--val-fraction <f>', 'validation share when splitting', floatArg('--val-fraction', 0.01, 0.9), 0.2)
@@ -68,7 +68,7 @@ export function buildProgram(): Command {
         .option('--lr <x>', 'learning rate (Adam)', floatArg('--lr', 0))
         .option('--weight-decay <x>', 'decoupled weight decay', floatArg('--weight-decay', 0))
         .option('--hidden <n>', 'MLP hidden units', intArg('--hidden'))
-        .option('--dropout <p>', 'dropout: after the MLP hidden layer; with --finetune, before the head', floatArg('--dropout', 0, 0.95))
+        .option('--dropout <p>', 'dropout before the head\'s last layer (after the MLP hidden layer; the linear head\'s features with --finetune)', floatArg('--dropout', 0, 0.95))
         .option('--patience <n>', 'early stopping patience (epochs without better validation loss)', intArg('--patience', 0))
         .option('--k <n>', 'neighbours for the knn head', intArg('--k'))
         .option('--seed <n>', 'random seed', intArg('--seed', 0), 0)
@@ -81,9 +81,9 @@ export function buildProgram(): Command {
     .action(async (data: string | undefined, o: ModelFlags & Common & FinetuneFlags & Record<string, unknown>) => {
       const r = cliReporter({ quiet: o.quiet });
       if (o.resume !== undefined || o.finetune !== undefined) {
-        // Fine-tuning trains a linear head with the blocks; an MLP or kNN head asked for was silently replaced.
-        if (o.finetune !== undefined && o.head !== 'linear') {
-          throw new UsageError(`--head ${String(o.head)} cannot be fine-tuned yet: --finetune trains a linear head with the blocks (drop --head, or train the ${String(o.head)} head on frozen features without --finetune)`);
+        // A kNN head votes among stored examples: nothing to differentiate, so nothing to fine-tune the blocks with.
+        if (o.finetune !== undefined && o.head === 'knn') {
+          throw new UsageError('--head knn cannot be fine-tuned: a kNN head has no gradient (use --head linear or mlp with --finetune, or train the kNN head on frozen features without --finetune)');
         }
         if (o.queue !== undefined) throw new UsageError('--queue applies to frozen-feature training; --finetune computes its features on this machine');
         if (o.int8) throw new UsageError('--int8 applies to frozen-feature training: fine-tuning needs the float weights to take gradients');
@@ -103,7 +103,7 @@ export function buildProgram(): Command {
           return;
         }
         printSkipped(ft.skipped);
-        out(`fine-tuned the last ${ft.cut.blocks.length} block(s) (from ${ft.cut.tensor}, [${ft.cut.shape.join(', ')}]) with a linear head on ${ft.counts.train} images; validation on ${ft.counts.val} (best epoch ${ft.bestEpoch}${ft.stoppedEarly ? ', stopped early' : ''})`);
+        out(`fine-tuned the last ${ft.cut.blocks.length} block(s) (from ${ft.cut.tensor}, [${ft.cut.shape.join(', ')}]) with ${ft.head.kind === 'mlp' ? 'an MLP' : 'a linear'} head on ${ft.counts.train} images; validation on ${ft.counts.val} (best epoch ${ft.bestEpoch}${ft.stoppedEarly ? ', stopped early' : ''})`);
         summariseEvaluation(ft.validation);
         out(`run written to ${displayPath(ft.dir)} (model.onnx with the fine-tuned weights, config.json, head.json, checkpoints/, metrics.json, confusion.png, training-curve.png)`);
         return;

@@ -1,13 +1,13 @@
 /** One single-threaded ONNX Runtime session in a worker thread (see OrtWorkerPool). */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { sessionOptions } from './ort.js';
+import { createSession } from './ort.js';
 
-const { bytes, outputs, spinning } = workerData as { bytes: Uint8Array; outputs: string[]; spinning: boolean };
+const { bytes, outputs, spinning, where } = workerData as { bytes: Uint8Array; outputs: string[]; spinning: boolean; where: string };
 const port = parentPort!;
 
 try {
-  const session = await ort.InferenceSession.create(bytes, sessionOptions(1, spinning));
+  const session = await createSession(bytes, { where, threads: 1, spinning });
   const input = session.inputNames[0]!;
   port.on('message', async (m: { type: 'run'; id: number; data: Float32Array; shape: number[] }) => {
     try {

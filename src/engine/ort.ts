@@ -2,7 +2,9 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { GraftError } from '../errors.js';
-import { cutAt, LoadedOnnx } from '../models/onnx-file.js';
+import type { LoadedOnnx } from '../models/onnx-file.js';
+import { withOutputs } from '../onnx/cut.js';
+import { DT } from '../onnx/proto.js';
 
 export interface OrtOptions {
   /** CPU threads to use in all; default: all cores. */
@@ -62,7 +64,7 @@ export function threadCount(requested: number | undefined): number {
   return Math.max(1, Math.min(requested ?? cores, cores));
 }
 
-export function sessionOptions(threads: number, spinning: boolean): ort.InferenceSession.SessionOptions {
+function sessionOptions(threads: number, spinning: boolean): ort.InferenceSession.SessionOptions {
   const spin = spinning ? '1' : '0';
   return {
     executionProviders: executionProviders(),
@@ -78,15 +80,54 @@ export function sessionOptions(threads: number, spinning: boolean): ort.Inferenc
   };
 }
 
-export function ortLoadError(path: string, err: unknown): GraftError {
-  return new GraftError(`${path}: ONNX Runtime cannot load this model: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
+export function ortLoadError(path: string, err: unknown, what = 'this model'): GraftError {
+  return new GraftError(`${path}: ONNX Runtime cannot load ${what}: ${String((err as Error)?.message ?? err).split('\n')[0]}`);
+}
+
+export interface SessionSpec {
+  /** The model's file (or run, or description) for error messages. */
+  where: string;
+  /** What the bytes are, for error messages (default 'this model'; e.g. 'the gradient graph'). */
+  what?: string;
+  /** Intra-op threads (default: all cores), never more than the machine has (threadCount). */
+  threads?: number;
+  /** See OrtOptions.spinning (default off). */
+  spinning?: boolean;
+  /**
+   * 'disabled' for probes that ask for every inner tensor: ORT's fusions would otherwise rewrite the tensors being
+   * asked about. Default 'all'.
+   */
+  optimization?: 'all' | 'disabled';
+  /** Planned memory patterns (default off: see sessionOptions). */
+  memPattern?: boolean;
+}
+
+/** The ONNX Runtime options createSession uses for `spec`. */
+export function sessionOptionsFor(spec: Omit<SessionSpec, 'where' | 'what'>): ort.InferenceSession.SessionOptions {
+  return {
+    ...sessionOptions(threadCount(spec.threads), spec.spinning ?? false),
+    ...(spec.optimization && { graphOptimizationLevel: spec.optimization }),
+    ...(spec.memPattern !== undefined && { enableMemPattern: spec.memPattern }),
+  };
+}
+
+/**
+ * Every ONNX Runtime session graft makes comes from here, so that all of them get the project's options (execution
+ * providers, thread counts, spinning, memory arena) and a load failure is a GraftError naming the model.
+ */
+export async function createSession(bytes: Uint8Array, spec: SessionSpec): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(bytes, sessionOptionsFor(spec));
+  } catch (err) {
+    throw ortLoadError(spec.where, err, spec.what);
+  }
 }
 
 /** The model bytes whose outputs are exactly `outputs` (the original bytes when nothing needs cutting). */
 function bytesFor(model: LoadedOnnx, outputs: string[]): Uint8Array {
   const graphOutputs = model.info.outputs.map((o) => o.name);
   const same = outputs.length === graphOutputs.length && outputs.every((o) => graphOutputs.includes(o));
-  return same ? model.bytes : cutAt(model, outputs);
+  return same ? model.bytes : withOutputs(model.bytes, outputs, DT.FLOAT);
 }
 
 /**
@@ -104,13 +145,7 @@ export class OrtModel implements OrtRunner {
     const mode = opts.parallelism ?? (process.env.GRAFT_ORT_PARALLELISM as OrtOptions['parallelism']) ?? 'workers';
     const bytes = bytesFor(model, outputs);
     if (threads > 1 && mode === 'workers') return OrtWorkerPool.create(model.info.path, bytes, outputs, threads, spinning);
-    let session: ort.InferenceSession;
-    try {
-      session = await ort.InferenceSession.create(bytes, sessionOptions(threads, spinning));
-    } catch (err) {
-      throw ortLoadError(model.info.path, err);
-    }
-    return new OrtModel(session, outputs);
+    return new OrtModel(await createSession(bytes, { where: model.info.path, threads, spinning }), outputs);
   }
 
   async run(data: Float32Array, shape: number[]): Promise<Record<string, OutputTensor>> {
@@ -203,7 +238,7 @@ export class OrtWorkerPool implements OrtRunner {
 
   static async create(path: string, bytes: Uint8Array, outputs: string[], n: number, spinning: boolean): Promise<OrtWorkerPool> {
     const url = workerUrl();
-    const workerData = { bytes, outputs, spinning };
+    const workerData = { bytes, outputs, spinning, where: path };
     // Running from .ts sources (tests, tsx): the worker registers tsx itself, as loaders do not reliably reach workers.
     const fromSource = url.pathname.endsWith('.ts');
     const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;

@@ -1,14 +1,11 @@
 /**
- * Graph surgery for fine-tuning: the conv blocks of a CNN (found from the graph), the cut tensor for "the last N
- * blocks", the suffix graph that starts at the cut (what trains on the differentiable executor), which initializers
- * train, and writing trained weights back into the original model.
+ * The conv blocks of a CNN for fine-tuning (found from the graph), the cut tensor for "the last N blocks", and which
+ * initializers train. Cutting the graph there and writing the trained weights back are src/onnx/cut.ts.
  */
-import onnxProto from 'onnx-proto';
-import { valueInfo } from '../engine/grad/onnx-writer.js';
 import { GraftError } from '../errors.js';
-import { type LoadedOnnx, parseOnnx } from '../models/onnx-file.js';
-
-const { onnx } = onnxProto;
+import type { LoadedOnnx } from '../models/onnx-file.js';
+import { intAttr } from '../onnx/proto.js';
+import { ancestors, consumerIndex, producerIndex, protoNodes } from '../onnx/walk.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Blocks and cut points
@@ -26,25 +23,14 @@ export interface Block {
 
 const CHAIN_OPS = new Set(['Mul', 'Add', 'Relu', 'Clip', 'BatchNormalization', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'LeakyRelu']);
 
-function intAttr(model: LoadedOnnx, nodeIndex: number, name: string): number | undefined {
-  const a = model.proto.graph!.node![nodeIndex]!.attribute?.find((x) => x.name === name);
-  if (!a) return undefined;
-  const v = a.i as unknown;
-  return typeof v === 'number' ? v : Number((v as { toString(): string }).toString());
-}
-
 /**
  * The conv blocks of a (sequential) CNN, found from the graph: each Conv with its batch-norm/activation chain; a
  * depthwise conv (group > 1) and the conv right after it form one block (MobileNet's depthwise-separable pair).
  */
 export function listBlocks(model: LoadedOnnx): Block[] {
   const nodes = model.info.nodes;
-  const producer = new Map<string, number>();
-  const consumers = new Map<string, number[]>();
-  nodes.forEach((n, i) => {
-    for (const o of n.outputs) producer.set(o, i);
-    for (const x of n.inputs) if (x) consumers.set(x, [...(consumers.get(x) ?? []), i]);
-  });
+  const producer = producerIndex(nodes);
+  const consumers = consumerIndex(nodes);
   const inputOf = (i: number): string => {
     let t = nodes[i]!.inputs[0]!;
     for (;;) {
@@ -65,7 +51,7 @@ export function listBlocks(model: LoadedOnnx): Block[] {
   const blocks: Block[] = [];
   for (let k = 0; k < convs.length; k++) {
     const i = convs[k]!;
-    const group = intAttr(model, i, 'group') ?? 1;
+    const group = intAttr(model.proto.graph!.node![i]!, 'group', 1);
     const next = convs[k + 1];
     if (group > 1 && next !== undefined && inputOf(next) === outputOf(i)) {
       blocks.push({ index: blocks.length, convs: [nodes[i]!.name, nodes[next]!.name], input: inputOf(i), output: outputOf(next) });
@@ -94,69 +80,15 @@ export function cutForLastBlocks(model: LoadedOnnx, n: number | 'all', featureTe
 
 /** The blocks that feed `featureTensor` (what `--finetune N` counts from the top). */
 export function tunableBlocks(model: LoadedOnnx, featureTensor: string): Block[] {
-  const feeding = ancestorNodes(model, featureTensor);
+  const nodes = model.info.nodes;
+  const feeding = new Set([...ancestors(nodes, [featureTensor]).nodes].map((i) => nodes[i]!.name));
   return listBlocks(model)
     .filter((b) => b.convs.every((c) => feeding.has(c)))
     .map((b, index) => ({ ...b, index }));
 }
 
-/** Names of the nodes `tensor` depends on. */
-function ancestorNodes(model: LoadedOnnx, tensor: string): Set<string> {
-  const producer = new Map<string, (typeof model.info.nodes)[number]>();
-  for (const node of model.info.nodes) for (const o of node.outputs) producer.set(o, node);
-  const seen = new Set<string>();
-  const stack = [tensor];
-  while (stack.length) {
-    const p = producer.get(stack.pop()!);
-    if (!p || seen.has(p.name)) continue;
-    seen.add(p.name);
-    stack.push(...p.inputs.filter(Boolean));
-  }
-  return seen;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// Suffix graph
-
-
-/**
- * A model whose input is `cut` (shape [batch, ...cutShape]) and whose outputs are `outputs`: the nodes after the cut
- * that the outputs need. Fails when the outputs depend on the original input other than through the cut (a skip
- * connection across the cut, or shape arithmetic on an earlier tensor).
- */
-export function suffixModel(model: LoadedOnnx, cut: string, cutShape: number[], outputs: string[]): LoadedOnnx {
-  const copy = onnx.ModelProto.decode(model.bytes);
-  const g = copy.graph!;
-  const inits = new Set((g.initializer ?? []).map((t) => t.name ?? ''));
-  const graphInputs = new Set(model.info.inputs.map((i) => i.name));
-  const producer = new Map<string, number>();
-  (g.node ?? []).forEach((n, i) => (n.output ?? []).forEach((o) => producer.set(o, i)));
-  const keep = new Set<number>();
-  const stack = [...outputs];
-  const seen = new Set<string>();
-  while (stack.length) {
-    const t = stack.pop()!;
-    if (!t || seen.has(t) || t === cut || inits.has(t)) continue;
-    seen.add(t);
-    if (graphInputs.has(t)) {
-      throw new GraftError(`${model.info.path}: cannot cut at '${cut}': the layers after it also read the model input (skip connection or shape arithmetic across the cut)`);
-    }
-    const p = producer.get(t);
-    if (p === undefined) throw new GraftError(`${model.info.path}: no node produces '${t}'`);
-    if (keep.has(p)) continue;
-    keep.add(p);
-    for (const x of g.node![p]!.input ?? []) stack.push(x);
-  }
-  g.node = (g.node ?? []).filter((_, i) => keep.has(i));
-  const used = new Set<string>();
-  for (const n of g.node) for (const x of n.input ?? []) used.add(x);
-  g.initializer = (g.initializer ?? []).filter((t) => used.has(t.name ?? ''));
-  g.input = [valueInfo(cut, ['batch', ...cutShape])];
-  const oldOut = new Map((g.output ?? []).map((o) => [o.name, o]));
-  g.output = outputs.map((o) => oldOut.get(o) ?? onnx.ValueInfoProto.create({ name: o, type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: 1 }) }) }));
-  g.valueInfo = [];
-  return parseOnnx(onnx.ModelProto.encode(copy).finish(), `${model.info.path}#from:${cut}`);
-}
+// Weights to train
 
 /** Float initializers read by the Conv nodes of a model (weights and biases): what fine-tuning trains. */
 export function convWeightNames(model: LoadedOnnx): string[] {
@@ -201,8 +133,7 @@ export function bnAffineNames(model: LoadedOnnx): string[] {
     return dims.filter((d) => d > 1).length === 1;
   };
   const nodes = g.node ?? [];
-  const consumers = new Map<string, number[]>();
-  nodes.forEach((n, i) => (n.input ?? []).forEach((x) => consumers.set(x, [...(consumers.get(x) ?? []), i])));
+  const consumers = consumerIndex(protoNodes(nodes));
   const only = (t: string) => {
     const c = consumers.get(t) ?? [];
     return c.length === 1 ? nodes[c[0]!]! : undefined;
@@ -227,25 +158,3 @@ export function bnAffineNames(model: LoadedOnnx): string[] {
   }
   return names;
 }
-
-/**
- * The original model with some float initializers replaced (the fine-tuned weights): same graph, same outputs, so it
- * runs anywhere the original does (ONNX Runtime, `graft predict` / `eval` through a run's config).
- */
-export function replaceInitializers(model: LoadedOnnx, weights: Record<string, Float32Array>): Uint8Array {
-  const copy = onnx.ModelProto.decode(model.bytes);
-  const left = new Set(Object.keys(weights));
-  for (const t of copy.graph!.initializer ?? []) {
-    const w = weights[t.name ?? ''];
-    if (!w) continue;
-    const count = (t.dims ?? []).reduce((a: number, d) => a * Number(d), 1);
-    if (count !== w.length) throw new GraftError(`initializer '${t.name}': ${w.length} values for ${count} elements`);
-    t.floatData = [];
-    t.rawData = new Uint8Array(Buffer.from(w.buffer, w.byteOffset, w.byteLength));
-    t.dataType = 1;
-    left.delete(t.name ?? '');
-  }
-  if (left.size) throw new GraftError(`no initializers named ${[...left].join(', ')} in ${model.info.path}`);
-  return onnx.ModelProto.encode(copy).finish();
-}
-

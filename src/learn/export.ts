@@ -5,12 +5,14 @@
  */
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
-import { OnnxBuilder } from '../models/importers/onnx-builder.js';
+import { valueInfo } from '../engine/grad/onnx-writer.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
+import { denseParams, headGraph, type DenseHeadValues } from './head-graph.js';
+import { pruneGraph } from '../onnx/cut.js';
+import { defaultOpset } from '../onnx/proto.js';
 import { decodeFloat32, type HeadJson } from './heads.js';
 
 const { onnx } = onnxProto;
-type NodeProto = InstanceType<typeof onnx.NodeProto>;
 type GraphProto = InstanceType<typeof onnx.GraphProto>;
 
 /** Output names of an exported graph, in the order they are listed. */
@@ -32,46 +34,6 @@ export interface ExportedGraph {
   outputs: { name: string; shape: (number | string)[] }[];
   /** Backbone nodes kept (those the feature tensor depends on) and dropped (e.g. the original classifier). */
   nodes: { kept: number; dropped: number; head: number };
-}
-
-function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v ?? 0);
-}
-
-/**
- * Tensor names a node reads, including those its subgraphs (If/Loop bodies) read from the enclosing scope, which
- * are not listed among the node's inputs.
- */
-function readsOf(node: NodeProto): string[] {
-  const names = (node.input ?? []).filter(Boolean);
-  for (const a of node.attribute ?? []) {
-    for (const g of [a.g, ...(a.graphs ?? [])]) {
-      if (g) for (const n of g.node ?? []) names.push(...readsOf(n as NodeProto));
-    }
-  }
-  return names;
-}
-
-/** Indices of the nodes `target` depends on, and every tensor name on the way (inputs and initializers included). */
-function dependencies(nodes: NodeProto[], target: string): { keep: Set<number>; tensors: Set<string> } {
-  const producer = new Map<string, number>();
-  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => producer.set(o, i)));
-  const keep = new Set<number>();
-  const tensors = new Set<string>();
-  const stack = [target];
-  while (stack.length) {
-    const t = stack.pop()!;
-    if (tensors.has(t)) continue;
-    tensors.add(t);
-    const i = producer.get(t);
-    if (i === undefined || keep.has(i)) continue;
-    keep.add(i);
-    for (const o of nodes[i]!.output ?? []) tensors.add(o);
-    stack.push(...readsOf(nodes[i]!));
-  }
-  return { keep, tensors };
 }
 
 /**
@@ -110,36 +72,21 @@ function headPrefix(graph: GraphProto): string {
   return prefix;
 }
 
-/** The ops that turn (flattened) features into logits, as the head computes them in src/learn/heads.ts. */
-function addHead(b: OnnxBuilder, features: string, head: HeadJson, src: string, prefix: string): number {
+/** The head's values from its JSON (checked against its shapes). */
+export function denseHeadValues(head: HeadJson, src: string): DenseHeadValues {
   const d = head.dim;
   const C = head.classes.length;
-  const p = (s: string) => prefix + s;
-  b.node('Flatten', [features], EXPORT_OUTPUTS.features, { axis: 1 }, p('flatten'));
-  // Sub/Div rather than folding into the Gemm: the same float operations, in the same order, as predictProba.
-  b.floats(p('mean'), [d], decodeFloat32(head.mean, [d], 'mean', src));
-  b.floats(p('std'), [d], decodeFloat32(head.std, [d], 'std', src));
-  b.node('Sub', [EXPORT_OUTPUTS.features, p('mean')], p('centred'), {}, p('sub_mean'));
-  const x = b.node('Div', [p('centred'), p('std')], p('standardised'), {}, p('div_std'));
+  const mean = decodeFloat32(head.mean, [d], 'mean', src);
+  const std = decodeFloat32(head.std, [d], 'std', src);
   if (head.kind === 'linear') {
-    b.floats(p('W'), [C, d], decodeFloat32(head.params.W, [C, d], 'params.W', src));
-    b.floats(p('b'), [C], decodeFloat32(head.params.b, [C], 'params.b', src));
-    b.node('Gemm', [x, p('W'), p('b')], EXPORT_OUTPUTS.logits, { transB: 1 }, p('fc'));
-  } else if (head.kind === 'mlp') {
-    const H = head.params.W1.shape[0]!;
-    b.floats(p('W1'), [H, d], decodeFloat32(head.params.W1, [H, d], 'params.W1', src));
-    b.floats(p('b1'), [H], decodeFloat32(head.params.b1, [H], 'params.b1', src));
-    b.floats(p('W2'), [C, H], decodeFloat32(head.params.W2, [C, H], 'params.W2', src));
-    b.floats(p('b2'), [C], decodeFloat32(head.params.b2, [C], 'params.b2', src));
-    // Dropout only acts in training, so inference has none to export.
-    b.node('Gemm', [x, p('W1'), p('b1')], p('hidden_pre'), { transB: 1 }, p('fc1'));
-    b.node('Relu', [p('hidden_pre')], p('hidden'), {}, p('relu'));
-    b.node('Gemm', [p('hidden'), p('W2'), p('b2')], EXPORT_OUTPUTS.logits, { transB: 1 }, p('fc2'));
-  } else {
-    throw knnRefusal(src);
+    return { kind: 'linear', d, C, H: 0, mean, std, params: [decodeFloat32(head.params.W, [C, d], 'params.W', src), decodeFloat32(head.params.b, [C], 'params.b', src)] };
   }
-  b.node('Softmax', [EXPORT_OUTPUTS.logits], EXPORT_OUTPUTS.probabilities, { axis: 1 }, p('softmax'));
-  return head.kind === 'linear' ? 5 : 7;
+  if (head.kind === 'mlp') {
+    const H = head.params.W1.shape[0]!;
+    const params = denseParams('mlp', d, H, C).map((q) => decodeFloat32(head.params[q.name as 'W1' | 'b1' | 'W2' | 'b2'], q.dims, `params.${q.name}`, src));
+    return { kind: 'mlp', d, C, H, mean, std, params };
+  }
+  throw knnRefusal(src);
 }
 
 export function knnRefusal(src: string): GraftError {
@@ -156,29 +103,24 @@ export function knnRefusal(src: string): GraftError {
 export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions): ExportedGraph {
   const src = backbone.info.path;
   if (opts.head.kind === 'knn') throw knnRefusal(src);
-  const opset = (backbone.proto.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
+  const opset = defaultOpset(backbone.proto);
   // Sub/Div broadcasting and Softmax with an axis need opset 7 or later.
-  if (toNum(opset?.version) < 7) throw new GraftError(`${src}: ONNX opset ${toNum(opset?.version)} is too old to export (need 7 or later)`);
+  if (opset < 7) throw new GraftError(`${src}: ONNX opset ${opset} is too old to export (need 7 or later)`);
 
   const model = onnx.ModelProto.decode(backbone.bytes);
   const graph = model.graph as GraphProto;
-  const nodes = (graph.node ?? []) as NodeProto[];
-  if (!nodes.some((n) => (n.output ?? []).includes(opts.featureTensor))) {
+  const backboneNodes = graph.node?.length ?? 0;
+  if (!backbone.info.nodes.some((n) => n.outputs.includes(opts.featureTensor))) {
     throw new GraftError(`${src}: no node produces the run's feature tensor '${opts.featureTensor}'`);
   }
-  const { keep, tensors } = dependencies(nodes, opts.featureTensor);
+  const { nodes: keep, tensors } = pruneGraph(graph, [opts.featureTensor]);
   const imageInput = backbone.info.inputs[0]!;
   if (!tensors.has(imageInput.name)) throw new GraftError(`${src}: the feature tensor '${opts.featureTensor}' does not depend on the input '${imageInput.name}'`);
 
-  graph.node = nodes.filter((_, i) => keep.has(i));
-  graph.initializer = (graph.initializer ?? []).filter((t) => tensors.has(t.name ?? ''));
-  graph.input = (graph.input ?? []).filter((v) => tensors.has(v.name ?? ''));
-  graph.valueInfo = (graph.valueInfo ?? []).filter((v) => tensors.has(v.name ?? ''));
   const renames = renameClashes(graph, tensors);
   const feature = renames.get(opts.featureTensor) ?? opts.featureTensor;
 
-  const b = new OnnxBuilder();
-  const headNodes = addHead(b, feature, opts.head, src, headPrefix(graph));
+  const head = headGraph(feature, denseHeadValues(opts.head, src), { prefix: headPrefix(graph), features: EXPORT_OUTPUTS.features, logits: EXPORT_OUTPUTS.logits, probabilities: EXPORT_OUTPUTS.probabilities });
   const batch = imageInput.shape[0] ?? 'batch';
   const batchDim = typeof batch === 'number' && batch > 0 ? batch : typeof batch === 'string' && batch !== '?' ? batch : 'batch';
   const C = opts.head.classes.length;
@@ -187,11 +129,9 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
     { name: EXPORT_OUTPUTS.logits, shape: [batchDim, C] },
     { name: EXPORT_OUTPUTS.features, shape: [batchDim, opts.head.dim] },
   ];
-  for (const o of outputs) b.output(o.name, o.shape);
-  const parts = b.parts();
-  graph.node = [...graph.node, ...parts.nodes];
-  graph.initializer = [...graph.initializer, ...parts.initializers];
-  graph.output = parts.outputs;
+  graph.node = [...graph.node, ...head.nodes];
+  graph.initializer = [...graph.initializer, ...head.initializers];
+  graph.output = outputs.map((o) => valueInfo(o.name, o.shape));
 
   const meta = new Map((model.metadataProps ?? []).map((p) => [p.key ?? '', p.value ?? '']));
   for (const [k, v] of Object.entries(opts.metadata ?? {})) meta.set(k, v);
@@ -201,6 +141,6 @@ export function buildExportGraph(backbone: LoadedOnnx, opts: ExportGraphOptions)
   return {
     bytes: onnx.ModelProto.encode(model).finish(),
     outputs,
-    nodes: { kept: keep.size, dropped: nodes.length - keep.size, head: headNodes },
+    nodes: { kept: keep.size, dropped: backboneNodes - keep.size, head: head.nodes.length },
   };
 }

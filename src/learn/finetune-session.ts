@@ -7,43 +7,21 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { GradientProgram } from '../engine/grad/program.js';
-import { sessionOptions } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { GraftError } from '../errors.js';
 import type { LoadedOnnx } from '../models/onnx-file.js';
 import { deriveSeed, mulberry32 } from '../util/random.js';
-import { bnAffineNames, bnStatNames, convWeightNames, suffixModel } from './blocks.js';
-import { encodeFloat32, headFromJSON, trainHead, type Head } from './heads.js';
+import { suffixModel } from '../onnx/cut.js';
+import { tensorValues } from '../onnx/proto.js';
+import { bnAffineNames, bnStatNames, convWeightNames } from './blocks.js';
+import { denseParams, type DenseHeadValues } from './head-graph.js';
+import { encodeFloat32, headFromJSON, trainHead, type Head, type HeadJson } from './heads.js';
 import { classWeights } from './metrics.js';
-import { HEAD, initializersAsInputs, withLinearHead } from './train-graph.js';
-import type { CutSet, FinetuneSettings } from './finetune-settings.js';
+import { adamwUpdate, globalNormSq, glorotUniform, type AdamParam } from './optim.js';
+import { HEAD_PREFIX, initializersAsInputs, withHead } from './train-graph.js';
+import type { CutSet, FinetuneData, FinetuneSettings } from './finetune-settings.js';
 
-/** A parameter with its AdamW moments; `lrMul` scales the learning rate, `decay` applies weight decay. */
-export interface AdamParam { value: Float32Array; m: Float32Array; s: Float32Array; lrMul: number; decay: boolean }
 interface Param extends AdamParam { key: string; name: string }
-
-/**
- * One AdamW update (beta2 0.999, eps 1e-8, decoupled weight decay) of `params` with gradients `grads` (same order),
- * scaled by `scale` (gradient clipping); `t` is the 0-based step.
- */
-export function adamwUpdate(params: AdamParam[], grads: Float32Array[], o: { lr: number; beta1: number; t: number; scale: number; weightDecay: number }): void {
-  const { lr, beta1, t, scale } = o;
-  const b2 = 0.999;
-  const c1 = 1 - beta1 ** (t + 1);
-  const c2 = 1 - b2 ** (t + 1);
-  for (let k = 0; k < params.length; k++) {
-    const p = params[k]!;
-    const g = grads[k]!;
-    const step = lr * p.lrMul;
-    const wd = p.decay ? o.weightDecay : 0;
-    const { value, m, s } = p;
-    for (let i = 0; i < value.length; i++) {
-      const gi = g[i]! * scale;
-      m[i] = m[i]! * beta1 + gi * (1 - beta1);
-      s[i] = s[i]! * b2 + gi * gi * (1 - b2);
-      value[i] = value[i]! - step * (m[i]! / c1 / (Math.sqrt(s[i]! / c2) + 1e-8) + wd * value[i]!);
-    }
-  }
-}
 
 const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
 
@@ -64,23 +42,15 @@ export class FinetuneSession {
     readonly d: number,
     readonly trainable: string[],
     private readonly bnMeans: string[],
-    readonly probeJson: Record<string, unknown>,
+    readonly probeJson: HeadJson,
+    private readonly head: { names: string[]; mask?: string; logits: string; mean: string; std: string; maskWidth: number },
     private readonly o: FinetuneSettings,
     private readonly rowWeights: Float32Array | undefined,
     private readonly shapes: Map<string, number[]>,
   ) {}
 
-  static async create(
-    model: LoadedOnnx,
-    featureTensor: string,
-    cut: string,
-    cutShape: number[],
-    train: CutSet,
-    val: CutSet | undefined,
-    classes: string[],
-    o: FinetuneSettings,
-    onInfo?: (message: string) => void,
-  ): Promise<FinetuneSession> {
+  static async create(data: FinetuneData, o: FinetuneSettings, onInfo?: (message: string) => void): Promise<FinetuneSession> {
+    const { model, featureTensor, cut, cutShape, train, val, classes } = data;
     const C = classes.length;
     const per = cutShape.reduce((a, b) => a * b, 1);
     if (train.x.length !== train.n * per) throw new GraftError(`training cut tensors: ${train.x.length} floats for ${train.n} × ${per}`);
@@ -99,56 +69,55 @@ export class FinetuneSession {
       );
     }
     const inits = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
-    const initValue = (name: string): Float32Array => {
-      const t = inits.get(name)!;
-      if (t.rawData?.length) return new Float32Array(t.rawData.buffer.slice(t.rawData.byteOffset, t.rawData.byteOffset + t.rawData.byteLength));
-      return Float32Array.from(t.floatData ?? []);
-    };
+    const initValue = (name: string): Float32Array => Float32Array.from(tensorValues(inits.get(name)!));
     const dims = (name: string) => (inits.get(name)!.dims ?? []).map(Number);
     const shapes = new Map([...trainable, ...statistics].map((n) => [n, dims(n)]));
 
-    // Pooled features of the frozen suffix, for the linear probe that starts the head: the evaluation graph with a
-    // placeholder head (its logits are not read).
-    const dProbe = await featureDim(suffix.bytes, featureTensor, cutShape);
-    const placeholder = { W: new Float32Array(C * dProbe), b: new Float32Array(C), mean: new Float32Array(dProbe), std: new Float32Array(dProbe).fill(1) };
-    const evalBytes = initializersAsInputs(withLinearHead(suffix.bytes, featureTensor, dProbe, C, false, placeholder), [...trainable, ...statistics, HEAD.W, HEAD.b, HEAD.mean, HEAD.std]);
-    const evalSession = await ort.InferenceSession.create(evalBytes, sessionOptions(availableParallelism(), false));
+    // Pooled features of the frozen suffix (its weights as they are), for the probe that starts the head.
+    const weights: Record<string, Float32Array> = {};
+    for (const n of [...trainable, ...statistics]) weights[n] = initValue(n);
+    const { d, features: f0, more } = await suffixFeatures(suffix.bytes, featureTensor, cutShape, model.info.path, [train, ...(val && val.n > 0 ? [val] : [])]);
+    const fv = more[0];
+    // The head starts where `graft train`'s head of the same kind would end: same trainer, same early stopping.
+    const probe = await trainHead({ x: f0, n: train.n, d, y: train.y }, fv ? { x: fv, n: val!.n, d, y: val!.y } : undefined, classes, {
+      kind: o.head,
+      hidden: o.hidden,
+      epochs: Math.max(1, o.probeEpochs),
+      balance: o.balance,
+      seed: o.seed, // the same seed as `graft train`: fine-tuning starts from the very head it would train
+    });
+    const pj = probe.head.toJSON();
+    if (pj.kind === 'knn') throw new Error('unreachable');
+    const H = pj.kind === 'mlp' ? pj.params.W1.shape[0]! : 0;
+    const specs = denseParams(pj.kind, d, H, C);
+    let values: Float32Array[] = specs.map((q) => dec((pj.params as Record<string, { base64: string }>)[q.name]!));
+    if (o.probeEpochs === 0) {
+      // Glorot-like small random matrices, zero biases.
+      const rng = mulberry32(deriveSeed(o.seed, 12));
+      values = specs.map((q) => (q.matrix ? glorotUniform(q.dims[0]!, q.dims[1]!, rng) : new Float32Array(q.dims[0]!)));
+    }
+    const start: DenseHeadValues = { kind: pj.kind, d, C, H, mean: dec(pj.mean), std: dec(pj.std), params: values };
+    const train1 = withHead(suffix.bytes, featureTensor, start, o.dropout > 0);
+    const eval1 = withHead(suffix.bytes, featureTensor, start, false);
+    const hg = train1.head;
+    const headNames = specs.map((q) => hg.weight(q.name));
+    for (const [i, q] of specs.entries()) shapes.set(headNames[i]!, q.dims);
+    shapes.set(hg.weight('mean'), [1, d]);
+    shapes.set(hg.weight('std'), [1, d]);
+    const evalBytes = initializersAsInputs(eval1.bytes, [...trainable, ...statistics, ...headNames, hg.weight('mean'), hg.weight('std')]);
+    const evalSession = await createSession(evalBytes, { where: `${model.info.path} (evaluation graph)` });
+    const trainBytes = train1.bytes;
     let ok = false;
     try {
-      const weights: Record<string, Float32Array> = {};
-      for (const n of [...trainable, ...statistics]) weights[n] = initValue(n);
-      const feats = async (set: CutSet) => (await runEval(evalSession, set, cutShape, { ...weights, [HEAD.W]: placeholder.W, [HEAD.b]: placeholder.b, [HEAD.mean]: placeholder.mean, [HEAD.std]: placeholder.std }, shapes, featureTensor, C, dProbe)).features;
-      const f0 = await feats(train);
-      const fv = val && val.n > 0 ? await feats(val) : undefined;
-      const d = dProbe;
-      // The head starts where `graft train`'s linear head would end: same trainer, same early stopping.
-      const probe = await trainHead({ x: f0, n: train.n, d, y: train.y }, fv ? { x: fv, n: val!.n, d, y: val!.y } : undefined, classes, {
-        kind: 'linear',
-        epochs: Math.max(1, o.probeEpochs),
-        balance: o.balance,
-        seed: o.seed, // the same seed as `graft train`: fine-tuning starts from the very head it would train
-      });
-      const pj = probe.head.toJSON();
-      if (pj.kind !== 'linear') throw new Error('unreachable');
-      let W0 = dec(pj.params.W);
-      let b0 = dec(pj.params.b);
-      if (o.probeEpochs === 0) {
-        const rng = mulberry32(deriveSeed(o.seed, 12));
-        const l = Math.sqrt(6 / (d + C));
-        W0 = Float32Array.from({ length: C * d }, () => (rng() * 2 - 1) * l);
-        b0 = new Float32Array(C);
-      }
-      const head = { W: W0, b: b0, mean: dec(pj.mean), std: dec(pj.std) };
-      const trainBytes = withLinearHead(suffix.bytes, featureTensor, d, C, o.dropout > 0, head);
       const rowWeights = o.balance ? classWeights(train.y, C) : undefined;
-      const s = new FinetuneSession(trainBytes, evalSession, featureTensor, cutShape, C, d, trainable, bnNodes.map((n) => n.input![3]!), pj as unknown as Record<string, unknown>, o, rowWeights, shapes);
+      const head = { names: headNames, mask: hg.mask, logits: hg.logits, mean: hg.weight('mean'), std: hg.weight('std'), maskWidth: pj.kind === 'linear' ? d : H };
+      const s = new FinetuneSession(trainBytes, evalSession, featureTensor, cutShape, C, d, trainable, bnNodes.map((n) => n.input![3]!), pj, head, o, rowWeights, shapes);
       const add = (key: string, name: string, value: Float32Array, lrMul: number, decay: boolean) =>
         s.params.push({ key, name, value, m: new Float32Array(value.length), s: new Float32Array(value.length), lrMul, decay });
       for (const name of trainable) add(`w:${name}`, name, weights[name]!, o.backboneLrFactor, convs.includes(name) && dims(name).length > 1);
-      add('head:W', HEAD.W, W0.slice(), 1, true);
-      add('head:b', HEAD.b, b0.slice(), 1, false);
+      specs.forEach((q, i) => add(`head:${q.name}`, headNames[i]!, values[i]!.slice(), 1, q.matrix));
       for (const n of statistics) s.statistics[n] = weights[n]!;
-      s.headStats = { mean: head.mean, std: head.std };
+      s.headStats = { mean: start.mean, std: start.std };
       ok = true;
       return s;
     } finally {
@@ -167,8 +136,8 @@ export class FinetuneSession {
           batch: n,
           params: this.params.map((q) => q.name),
           wrt: this.params.map((q) => q.name),
-          loss: [{ kind: 'cross-entropy', logits: HEAD.logits, targets: 'targets' }],
-          outputs: [HEAD.logits],
+          loss: [{ kind: 'cross-entropy', logits: this.head.logits, targets: 'targets' }],
+          outputs: [this.head.logits],
           bnTraining: this.bnMeans,
         },
         { threads: availableParallelism(), where: 'fine-tuning graph' },
@@ -179,14 +148,14 @@ export class FinetuneSession {
   }
 
   private weightFeeds(): Record<string, Float32Array> {
-    const f: Record<string, Float32Array> = { ...this.statistics, [HEAD.mean]: this.headStats.mean, [HEAD.std]: this.headStats.std };
+    const f: Record<string, Float32Array> = { ...this.statistics, [this.head.mean]: this.headStats.mean, [this.head.std]: this.headStats.std };
     for (const p of this.params) f[p.name] = p.value;
     return f;
   }
 
   /** Class probabilities of every row of a set (no augmentation, batch norm in inference mode), n × C. */
   async proba(set: CutSet): Promise<Float32Array> {
-    const { logits } = await runEval(this.evalSession, set, this.cutShape, this.weightFeeds(), this.shapes, this.featureTensor, this.C, this.d);
+    const { logits } = await runEval(this.evalSession, set, this.cutShape, this.weightFeeds(), this.shapes, this.featureTensor, this.head.logits, this.C, this.d);
     return softmaxRowsInPlace(logits, this.C);
   }
 
@@ -194,7 +163,7 @@ export class FinetuneSession {
    * One AdamW step on the rows `idx` (views `viewOf`); returns the loss (before the update) and the number of correct
    * argmax predictions. Does not update when the loss or gradients are not finite (the caller stops).
    */
-  async step(set: CutSet, idx: ArrayLike<number>, viewOf: ArrayLike<number> | undefined, mask: Float32Array | undefined, lr: number, beta1: number, t: number, lossHook?: (loss: number) => number): Promise<{ loss: number; correct: number; finite: boolean }> {
+  async step(set: CutSet, idx: ArrayLike<number>, viewOf: ArrayLike<number> | undefined, mask: Float32Array | undefined, lr: number, beta1: number, t: number): Promise<{ loss: number; correct: number; finite: boolean }> {
     const { C, o } = this;
     const n = idx.length;
     const per = this.cutShape.reduce((a, b) => a * b, 1);
@@ -213,20 +182,18 @@ export class FinetuneSession {
     }
     const prog = await this.program(n);
     const feeds: Record<string, Float32Array> = { [prog.graph.inputs[0]!.name]: x, targets, ...this.weightFeeds() };
-    if (mask) feeds[HEAD.mask] = mask;
+    if (mask) feeds[this.head.mask!] = mask;
     const r = await prog.run(feeds);
-    let loss = r.loss;
-    const logits = r.outputs[HEAD.logits]!.data;
+    const loss = r.loss;
+    const logits = r.outputs[this.head.logits]!.data;
     let correct = 0;
     for (let i = 0; i < n; i++) {
       let best = 0;
       for (let k = 1; k < C; k++) if (logits[i * C + k]! > logits[i * C + best]!) best = k;
       if (best === set.y[idx[i]!]) correct++;
     }
-    if (lossHook) loss = lossHook(loss);
     const grads = this.params.map((p) => r.grads[p.name]!);
-    let normSq = 0;
-    for (const g of grads) for (let i = 0; i < g.length; i++) normSq += g[i]! * g[i]!;
+    const normSq = globalNormSq(grads);
     if (!Number.isFinite(loss) || !Number.isFinite(normSq)) return { loss, correct, finite: false };
     const scale = o.clipNorm > 0 ? Math.min(1, o.clipNorm / (Math.sqrt(normSq) + 1e-12)) : 1;
     adamwUpdate(this.params, grads, { lr, beta1, t, scale, weightDecay: o.weightDecay });
@@ -253,18 +220,17 @@ export class FinetuneSession {
     lr: number,
     beta1: number,
     t: number,
-    lossHook?: (loss: number) => number,
   ): Promise<{ loss: number; correct: number; finite: boolean; rows: number }> {
     const bs = this.o.batchSize;
     const idx = plan.order.subarray(s * bs, Math.min(train.n, (s + 1) * bs));
     const mask = this.dropoutMask(idx.length, stepRng(this.o.seed, epoch, s));
-    const r = await this.step(train, idx, plan.viewOf?.subarray(s * bs, s * bs + idx.length), mask, lr, beta1, t, lossHook);
+    const r = await this.step(train, idx, plan.viewOf?.subarray(s * bs, s * bs + idx.length), mask, lr, beta1, t);
     return { ...r, rows: idx.length };
   }
 
   dropoutMask(rows: number, rng: () => number): Float32Array | undefined {
     if (this.o.dropout <= 0) return undefined;
-    const m = new Float32Array(rows * this.d);
+    const m = new Float32Array(rows * this.head.maskWidth);
     const keep = 1 - this.o.dropout;
     for (let i = 0; i < m.length; i++) m[i] = rng() < keep ? 1 / keep : 0;
     return m;
@@ -305,13 +271,9 @@ export class FinetuneSession {
     const weights: Record<string, Float32Array> = {};
     for (const p of this.params) if (p.key.startsWith('w:')) weights[p.name] = p.value.slice();
     for (const [name, v] of Object.entries(this.statistics)) weights[name] = v.slice();
-    const W = this.params.find((p) => p.key === 'head:W')!.value.slice();
-    const b = this.params.find((p) => p.key === 'head:b')!.value.slice();
-    const head = headFromJSON({
-      ...this.probeJson,
-      params: { W: encodeFloat32(W, [this.C, this.d]), b: encodeFloat32(b, [this.C]) },
-      training: { kind: 'linear', finetune: true, ...extra },
-    });
+    const params: Record<string, ReturnType<typeof encodeFloat32>> = {};
+    for (const p of this.params) if (p.key.startsWith('head:')) params[p.key.slice(5)] = encodeFloat32(p.value, this.shapes.get(p.name)!);
+    const head = headFromJSON({ ...this.probeJson, params, training: { kind: this.probeJson.kind, finetune: true, ...extra } });
     return { weights, head };
   }
 
@@ -322,26 +284,42 @@ export class FinetuneSession {
   }
 }
 
-/** The pooled feature size of a suffix (one forward pass of a zero batch of 1). */
-async function featureDim(suffix: Uint8Array, featureTensor: string, cutShape: number[]): Promise<number> {
-  const s = await ort.InferenceSession.create(suffix, sessionOptions(1, false));
+/** Pooled features of the frozen suffix for each set (64 rows a run), and their size. */
+async function suffixFeatures(suffix: Uint8Array, featureTensor: string, cutShape: number[], where: string, sets: CutSet[]): Promise<{ d: number; features: Float32Array; more: Float32Array[] }> {
+  const s = await createSession(suffix, { where: `${where} (fine-tuned layers)` });
   try {
     const input = s.inputNames[0]!;
-    const out = await s.run({ [input]: new ort.Tensor('float32', new Float32Array(cutShape.reduce((a, b) => a * b, 1)), [1, ...cutShape]) });
-    return out[featureTensor]!.data.length;
+    const per = cutShape.reduce((a, b) => a * b, 1);
+    const out: Float32Array[] = [];
+    let d = 0;
+    for (const set of sets) {
+      const parts: Float32Array[] = [];
+      for (let i = 0; i < set.n; i += 64) {
+        const n = Math.min(64, set.n - i);
+        const r = await s.run({ [input]: new ort.Tensor('float32', set.x.subarray(i * per, (i + n) * per), [n, ...cutShape]) });
+        const f = r[featureTensor]!.data as Float32Array;
+        d = f.length / n;
+        parts.push(f);
+      }
+      const all = new Float32Array(set.n * d);
+      let at = 0;
+      for (const p of parts) all.set(p, (at += p.length) - p.length);
+      out.push(all);
+    }
+    return { d, features: out[0]!, more: out.slice(1) };
   } finally {
     await s.release();
   }
 }
 
 /** Features and logits of every row of a set through the evaluation graph, 64 rows at a time. */
-async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: number[], weights: Record<string, Float32Array>, shapes: Map<string, number[]>, featureTensor: string, C: number, d: number): Promise<{ features: Float32Array; logits: Float32Array }> {
+async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: number[], weights: Record<string, Float32Array>, shapes: Map<string, number[]>, featureTensor: string, logitsTensor: string, C: number, d: number): Promise<{ features: Float32Array; logits: Float32Array }> {
   const per = cutShape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(set.n * d);
   const logits = new Float32Array(set.n * C);
   const wt: Record<string, ort.Tensor> = {};
   for (const [name, v] of Object.entries(weights)) {
-    const dims = name === HEAD.W ? [C, d] : name === HEAD.b ? [C] : name === HEAD.mean || name === HEAD.std ? [1, d] : shapes.get(name);
+    const dims = shapes.get(name);
     if (!dims) throw new Error(`internal: no shape for weight '${name}'`);
     wt[name] = new ort.Tensor('float32', v, dims);
   }
@@ -351,7 +329,7 @@ async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: num
     const x = set.x.subarray(s * per, (s + n) * per);
     const out = await session.run({ ...wt, [input]: new ort.Tensor('float32', x, [n, ...cutShape]) });
     features.set(out[featureTensor]!.data as Float32Array, s * d);
-    logits.set(out[HEAD.logits]!.data as Float32Array, s * C);
+    logits.set(out[logitsTensor]!.data as Float32Array, s * C);
   }
   return { features, logits };
 }

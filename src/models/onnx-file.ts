@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
+import { defaultOpset, toNum } from '../onnx/proto.js';
 
 const { onnx } = onnxProto;
 type ModelProto = InstanceType<typeof onnx.ModelProto>;
@@ -24,14 +25,6 @@ export interface OnnxInfo {
 }
 
 export interface LoadedOnnx { info: OnnxInfo; bytes: Uint8Array; proto: ModelProto }
-
-const FLOAT = 1;
-
-function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v ?? 0);
-}
 
 function tensorInfo(v: InstanceType<typeof onnx.ValueInfoProto>): TensorInfo {
   const t = v.type?.tensorType;
@@ -69,11 +62,10 @@ export function parseOnnx(bytes: Uint8Array, path: string): LoadedOnnx {
     throw new GraftError(`${path}: not an ONNX model (no graph with inputs, outputs and nodes)`);
   }
   const initNames = new Set((g.initializer ?? []).map((t) => t.name));
-  const opset = (proto.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
   const info: OnnxInfo = {
     path,
     sha256: createHash('sha256').update(bytes).digest('hex'),
-    opset: toNum(opset?.version),
+    opset: defaultOpset(proto),
     producer: [proto.producerName, proto.producerVersion].filter(Boolean).join(' '),
     // Older exporters list initializers among the inputs; only the real inputs are fed.
     inputs: g.input.filter((v) => !initNames.has(v.name ?? '')).map((v) => tensorInfo(v as InstanceType<typeof onnx.ValueInfoProto>)),
@@ -99,22 +91,4 @@ export function findTensor(info: OnnxInfo, name: string): string | undefined {
   if (byNode) return byNode.outputs[0];
   if (info.nodes.some((n) => n.outputs.includes(name))) return name;
   return undefined;
-}
-
-/**
- * A copy of the model whose outputs are exactly `tensors` (cutting the graph there). ONNX Runtime drops the nodes the
- * new outputs do not depend on when it builds the session, so a cut model also runs faster.
- */
-export function cutAt(model: LoadedOnnx, tensors: string[]): Uint8Array {
-  const copy = onnx.ModelProto.decode(model.bytes);
-  const existing = new Map((copy.graph!.output ?? []).map((o) => [o.name, o]));
-  copy.graph!.output = tensors.map(
-    (name) =>
-      existing.get(name) ??
-      onnx.ValueInfoProto.create({
-        name,
-        type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: FLOAT }) }),
-      }),
-  );
-  return onnx.ModelProto.encode(copy).finish();
 }

@@ -4,6 +4,7 @@ import { PreprocessSpec, PreprocessSpecSchema } from '../image/spec.js';
 import type { DownloadProgress } from './download.js';
 import { defaultLabels, labelsFromMetadata, readLabelsFile } from './labels.js';
 import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
+import { producerIndex } from '../onnx/walk.js';
 import { derivePreprocess } from './preprocess-from-model.js';
 import { modelSourcePath } from './store.js';
 import { registerBuiltinImporters } from './importers/index.js';
@@ -60,12 +61,12 @@ const PASS_THROUGH = new Set(['Softmax', 'Reshape', 'Flatten', 'Squeeze', 'Ident
 
 /** The classifier's input, walking back from the logits through reshapes to the Gemm/MatMul/Conv that makes them. */
 function classifierInput(info: OnnxInfo, logits: string): string | undefined {
-  const producer = new Map<string, (typeof info.nodes)[number]>();
-  for (const n of info.nodes) for (const o of n.outputs) producer.set(o, n);
+  const producer = producerIndex(info.nodes);
   let t = logits;
   for (let i = 0; i < 8; i++) {
-    const n = producer.get(t);
-    if (!n) return undefined;
+    const p = producer.get(t);
+    if (p === undefined) return undefined;
+    const n = info.nodes[p]!;
     if (n.opType === 'Gemm' || n.opType === 'MatMul' || n.opType === 'Conv') return n.inputs[0];
     if (!PASS_THROUGH.has(n.opType)) return undefined;
     t = n.inputs[0];

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { argmaxRows, evaluate, EvaluationSchema, type Evaluation } from '../learn/metrics.js';
 import { loadRun } from '../learn/run.js';
-import { runBackbone } from '../tasks/evaluate.js';
+import { runBackbone } from '../learn/run-backbone.js';
 import { runExtraction } from '../tasks/features.js';
 import { openTrainVal, toFeatureSet } from '../tasks/train.js';
 import { z } from 'zod';
@@ -64,7 +64,7 @@ async function compute(runDir: string, run: string, imageId: (path: string) => s
   try {
     const res = await runExtraction(backbone, valItems.map((i) => i.path), {});
     const set = toFeatureSet(valItems, res);
-    const proba = r.head.predictProba(set.x, set.n);
+    const proba = await r.head.predictProba(set.x, set.n);
     const C = classes.length;
     const pred = argmaxRows(proba, set.n, C);
     const { mostConfidentlyWrong: _w, ...evaluation } = evaluate(proba, set.y, classes, set.items, 0);
@@ -77,5 +77,6 @@ async function compute(runDir: string, run: string, imageId: (path: string) => s
     return { run, classes, mode, evaluation, items, history, model: r.config.model.source };
   } finally {
     await backbone.dispose();
+    await r.head.dispose();
   }
 }

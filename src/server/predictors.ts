@@ -102,7 +102,7 @@ async function loadPredictor(target: ModelTarget, threads: number | undefined): 
     batcher,
     async predict(image, top, decode) {
       const inputs = await c.inputs(image, { ...decode, name: 'the upload' });
-      const p = c.probabilitiesOf(await Promise.all(inputs.map((x) => batcher.submit(x))));
+      const p = await c.probabilitiesOf(await Promise.all(inputs.map((x) => batcher.submit(x))));
       return topK(p, c.classes, Math.max(1, Math.min(top, p.length)));
     },
     async dispose() {

@@ -5,24 +5,14 @@ import type { Skipped } from '../engine/extract.js';
 import { confusionMatrixPng } from '../learn/charts.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
 import { topLossesPng } from '../learn/top-losses.js';
-import { isRunDir, loadRun, type LoadedRun } from '../learn/run.js';
+import { isRunDir, loadRun } from '../learn/run.js';
+import { runBackbone } from '../learn/run-backbone.js';
 import { GraftError } from '../errors.js';
 import type { TtaKind } from '../image/tta.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { runExtraction } from './features.js';
 import type { Reporter } from './reporter.js';
 import { toFeatureSet } from './train.js';
-
-/** The backbone a run was trained on, checked to be the same bytes. */
-export async function runBackbone(run: LoadedRun, opts: BackboneOptions = {}): Promise<Backbone> {
-  const m = run.config.model;
-  const backbone = await Backbone.load(m.path, { ...opts, preprocess: run.config.preprocess, featureNode: m.featureTensor });
-  if (backbone.ref.onnx.info.sha256 !== m.sha256) {
-    await backbone.dispose();
-    throw new GraftError(`${m.path}: this model file changed since the run in ${run.dir} was trained (SHA-256 differs)`);
-  }
-  return backbone;
-}
 
 export interface EvalRunOptions {
   layout?: LayoutName | 'auto';
@@ -64,7 +54,7 @@ export async function evalRun(runDir: string, data: string, opts: EvalRunOptions
       tta: ttaFor(opts.tta, run),
     });
     const set = toFeatureSet(ds.items, res);
-    const evaluation = evaluate(run.head.predictProba(set.x, set.n), set.y, run.config.classes, set.items, opts.topWrong ?? 12);
+    const evaluation = evaluate(await run.head.predictProba(set.x, set.n), set.y, run.config.classes, set.items, opts.topWrong ?? 12);
     const out = opts.out ?? join(runDir, 'eval', basename(resolve(data)));
     const skipped = [...ds.skipped, ...res.skipped];
     await writeJsonAtomic(join(out, 'metrics.json'), { data: resolve(data), evaluation, skipped });
@@ -73,6 +63,7 @@ export async function evalRun(runDir: string, data: string, opts: EvalRunOptions
     return { evaluation, skipped, out };
   } finally {
     await backbone.dispose();
+    await run.head.dispose();
   }
 }
 

@@ -4,6 +4,7 @@ import { GraftError } from '../errors.js';
 import type { PreprocessSpec } from '../image/spec.js';
 import { buildExportGraph, EXPORT_OUTPUTS, knnRefusal } from '../learn/export.js';
 import { loadRun } from '../learn/run.js';
+import { checkRunModel } from '../learn/run-backbone.js';
 import { LABELS_METADATA_KEY } from '../models/labels.js';
 import { loadOnnx, parseOnnx, type LoadedOnnx } from '../models/onnx-file.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/fs.js';
@@ -68,7 +69,7 @@ async function maxProbaDiff(
   backbone: LoadedOnnx,
   featureTensor: string,
   spec: PreprocessSpec,
-  predictProba: (x: Float32Array, n: number) => Float32Array,
+  predictProba: (x: Float32Array, n: number) => Promise<Float32Array>,
 ): Promise<{ images: number; maxAbsDiff: number }> {
   // A model with a fixed batch size only takes batches of that size.
   const fixed = exported.info.inputs[0]?.shape[0];
@@ -81,7 +82,7 @@ async function maxProbaDiff(
   try {
     const got = (await runner.run(x, dims))[EXPORT_OUTPUTS.probabilities]!.data;
     const feats = (await base.run(x, dims))[featureTensor]!.data;
-    const want = predictProba(feats, n);
+    const want = await predictProba(feats, n);
     if (got.length !== want.length) throw new GraftError(`export check: the graph gives ${got.length} probabilities for ${n} images, the run ${want.length}`);
     let max = 0;
     for (let i = 0; i < got.length; i++) max = Math.max(max, Math.abs(got[i]! - want[i]!));
@@ -109,9 +110,7 @@ export async function exportRun(runDir: string, outPath: string, opts: ExportOpt
   } catch (err) {
     throw new GraftError(`${runDir}: cannot read the run's backbone (${(err as Error).message})`);
   }
-  if (backbone.info.sha256 !== cfg.model.sha256) {
-    throw new GraftError(`${cfg.model.path}: this model file changed since the run in ${runDir} was trained (SHA-256 differs)`);
-  }
+  checkRunModel({ dir: runDir, config: cfg }, backbone.info);
   const headJson = run.head.toJSON();
   const finetuned = typeof cfg.head.finetune === 'object' && cfg.head.finetune !== null;
   const graph = buildExportGraph(backbone, {
@@ -128,7 +127,7 @@ export async function exportRun(runDir: string, outPath: string, opts: ExportOpt
   const exported = parseOnnx(graph.bytes, out);
   let verified: ExportResult['verified'];
   if (opts.verify ?? true) {
-    verified = await maxProbaDiff(exported, backbone, cfg.model.featureTensor, cfg.preprocess, (x, n) => run.head.predictProba(x, n));
+    verified = await maxProbaDiff(exported, backbone, cfg.model.featureTensor, cfg.preprocess, (x, n) => run.head.predictProba(x, n)).finally(() => run.head.dispose());
     const tol = opts.tolerance ?? 1e-4;
     if (!(verified.maxAbsDiff <= tol)) {
       throw new GraftError(`export check failed: the exported graph's probabilities differ from the run's by ${verified.maxAbsDiff} (> ${tol}); nothing written`);

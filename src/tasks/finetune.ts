@@ -9,11 +9,12 @@ import type { BackboneOptions } from '../engine/backbone.js';
 import { extractFeatures, type ExtractResult, type Skipped } from '../engine/extract.js';
 import { defaultFeatureCacheDir, FeatureCache } from '../engine/feature-cache.js';
 import { OrtModel } from '../engine/ort.js';
-import { buildLoaded } from '../engine/onnx-builder.js';
 import { GraftError } from '../errors.js';
 import { confusionMatrixPng, trainingCurvePng } from '../learn/charts.js';
-import { cutForLastBlocks, replaceInitializers, type Block } from '../learn/blocks.js';
-import { finetune, finetuneSettings, FinetuneSettingsSchema, lrFind, type CutSet, type FinetuneOptions, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
+import { cutForLastBlocks, type Block } from '../learn/blocks.js';
+import { identityModel } from '../onnx/build.js';
+import { replaceInitializers } from '../onnx/cut.js';
+import { finetune, finetuneSettings, FinetuneSettingsSchema, lrFind, settingsOnly, type CutSet, type FinetuneOptions, type FinetuneSettingsInput, type LrFindOptions, type LrFindResult } from '../learn/finetune.js';
 import { lrFinderPng } from '../learn/lr-chart.js';
 import type { EpochLog, Head } from '../learn/heads.js';
 import { evaluate, type Evaluation } from '../learn/metrics.js';
@@ -138,7 +139,7 @@ const SavedOptionsSchema = z.object({
   finetune: FinetuneSettingsSchema.partial().optional(),
 });
 
-type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: Omit<FinetuneOptions, 'onEpoch' | 'onInitial' | 'lossHook' | 'checkpointDir' | 'resume' | 'stopAfter' | 'signal' | 'onStart' | 'onInfo'> };
+type SavedOptions = Omit<FinetuneRunOptions, 'reporter' | 'resume' | 'finetune' | 'signal'> & { finetune?: FinetuneSettingsInput };
 
 /**
  * Fine-tune the last blocks of a backbone with a linear head, end to end: open the data; run the frozen prefix on
@@ -175,7 +176,7 @@ async function prepare(opts: FinetuneDataOptions, seed: number): Promise<Prepare
   // Cutting at the graph input ('all'): the "prefix" is the identity (the cache then holds preprocessed images).
   const prefixModel =
     cut === input.name
-      ? buildLoaded({ inputs: [{ name: cut, shape: input.shape }], outputs: ['prefix_out'], nodes: [{ op: 'Identity', inputs: [cut], outputs: ['prefix_out'] }] }, ref.path)
+      ? identityModel({ name: cut, shape: input.shape }, 'prefix_out', ref.path)
       : ref.onnx;
   const prefixTensor = cut === input.name ? 'prefix_out' : cut;
   const t0 = performance.now();
@@ -254,8 +255,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
   // Written once the data is known to be usable, so a failed start leaves no half-made run folder.
   if (!opts.resume) {
     const { reporter: _r, resume: _s, signal: _sig, finetune: ft, ...rest } = opts;
-    const { onEpoch: _e, onInitial: _i, lossHook: _l, checkpointDir: _c, resume: _rr, stopAfter: _sa, signal: _sg, onStart: _os, onInfo: _oi, ...ftRest } = ft ?? {};
-    const saved: SavedOptions = { ...rest, finetune: ftRest };
+    const saved: SavedOptions = { ...rest, finetune: settingsOnly(ft) };
     await writeJsonAtomic(join(opts.out, FINETUNE_FILES.options), saved);
   }
   if (skipped.length) r?.warn?.(`${skipped.length} files skipped (unreadable); see ${join(opts.out, RUN_FILES.skipped)}`);
@@ -263,7 +263,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
 
   const t1 = performance.now();
   r?.start?.('fine-tuning', settings.epochs, 'epoch');
-  const res = await finetune(ref.onnx, ref.featureTensor, cut, cutShape, train, val.n > 0 ? val : undefined, classes, {
+  const res = await finetune({ model: ref.onnx, featureTensor: ref.featureTensor, cut, cutShape, train, val: val.n > 0 ? val : undefined, classes }, {
     ...opts.finetune,
     seed: settings.seed,
     checkpointDir: join(opts.out, FINETUNE_FILES.checkpoints),
@@ -299,7 +299,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
     classes,
     data: runData(opts, trainSet.layout, valFraction, seed, { train: train.n, val: val.n }),
     head: {
-      kind: 'linear',
+      kind: settings.head,
       bestEpoch: res.bestEpoch,
       stoppedEarly: res.stoppedEarly,
       finetune: {
@@ -350,7 +350,7 @@ async function finetuneRunLocked(opts: FinetuneRunOptions): Promise<FinetuneRunR
 }
 
 /** Continue a fine-tuning run from its last checkpoint, with the options it was started with. */
-export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'stopAfter' | 'lossHook' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
+export async function resumeFinetuneRun(dir: string, extra: Pick<FinetuneRunOptions, 'reporter' | 'signal'> & { finetune?: Pick<FinetuneOptions, 'onEpoch' | 'callbacks' | 'onStart'> } = {}): Promise<FinetuneRunResult> {
   const p = join(dir, FINETUNE_FILES.options);
   if (!(await stat(p).catch(() => undefined))) throw new GraftError(`${dir}: not a fine-tuning run to resume (${FINETUNE_FILES.options} missing)`);
   const saved = await readJsonFile(p, SavedOptionsSchema, 'fine-tuning options file');
@@ -381,7 +381,7 @@ export async function lrFindRun(opts: LrFindRunOptions): Promise<LrFindRunResult
   if (p.skipped.length) r?.warn?.(`${p.skipped.length} files skipped (unreadable)`);
   const steps = opts.sweep?.steps ?? 100;
   r?.start?.('lr sweep', steps, 'step');
-  const res = await lrFind(p.ref.onnx, p.ref.featureTensor, p.cut, p.cutShape, p.train, p.val.n > 0 ? p.val : undefined, p.classes, {
+  const res = await lrFind({ model: p.ref.onnx, featureTensor: p.ref.featureTensor, cut: p.cut, cutShape: p.cutShape, train: p.train, val: p.val.n > 0 ? p.val : undefined, classes: p.classes }, {
     seed,
     ...opts.sweep,
     signal: opts.signal,

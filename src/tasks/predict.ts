@@ -7,7 +7,8 @@ import { Backbone, BackboneOptions, Prediction, softmaxRows, topK } from '../eng
 import type { Skipped } from '../engine/extract.js';
 import { GraftError, UsageError } from '../errors.js';
 import { isRunDir, loadRun } from '../learn/run.js';
-import { runBackbone, ttaFor } from './evaluate.js';
+import { runBackbone } from '../learn/run-backbone.js';
+import { ttaFor } from './evaluate.js';
 import type { TtaKind } from '../image/tta.js';
 import { int8Model } from './int8.js';
 import { runExtraction } from './features.js';
@@ -91,11 +92,12 @@ async function predictAll(target: string, inputs: string[], opts: PredictOptions
     const backbone = await runBackbone(run, opts.backbone);
     try {
       const res = await runExtraction(backbone, paths, { ...common, tta: ttaFor(opts.tta, run) });
-      const proba = run.head.predictProba(res.features, res.kept.length);
+      const proba = await run.head.predictProba(res.features, res.kept.length);
       const failed = countFailures(inputs, files.skipped, res.skipped);
       return { kind: 'run', predictions: ranked(proba, res.kept, paths, run.config.classes, top), skipped: [...files.skipped, ...res.skipped], failed };
     } finally {
       await backbone.dispose();
+      await run.head.dispose();
     }
   }
   const q = opts.int8 && paths.length ? await int8Model(target, paths, { resolve: { ...opts.backbone, labelsFile: opts.labels }, reporter: opts.reporter }) : undefined;

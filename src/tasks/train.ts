@@ -180,7 +180,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
     r?.end?.('training');
     const tTrain = (performance.now() - t1) / 1000;
 
-    const proba = trained.head.predictProba(val.x, val.n);
+    const proba = await trained.head.predictProba(val.x, val.n);
     const validation = evaluate(proba, val.y, classes, val.items, opts.topWrong ?? 12);
     const validationPredictions = predictionsOf(proba, val, classes.length);
 
@@ -195,6 +195,7 @@ async function trainRunLocked(opts: TrainRunOptions): Promise<TrainRunResult> {
       const all: FeatureSet = { x: concat(train.x, val.x), n: train.n + val.n, d: train.d, y: Int32Array.from([...train.y, ...val.y]), items: [...train.items, ...val.items] };
       if (opts.signal?.aborted) throw new InterruptedError('training interrupted');
       head = (await trainHead(all, undefined, classes, { ...headOpts, epochs } as TrainOptions)).head;
+      await trained.head.dispose();
       refitInfo = { epochs, images: all.n };
       r?.info?.(`refitted the head on all ${all.n} images for ${epochs} epochs (the validation numbers are those of the head chosen before, on images it did not train on)`);
     }

@@ -15,6 +15,7 @@ import type { PreprocessSpec } from '../image/spec.js';
 import { buildExportGraph, EXPORT_OUTPUTS } from '../learn/export.js';
 import { HeadJsonSchema } from '../learn/heads.js';
 import { isRunDir, loadRun, type LoadedRun } from '../learn/run.js';
+import { checkRunModel, runBackbone } from '../learn/run-backbone.js';
 import { resolveModel, type ModelRef } from '../models/resolve.js';
 import { editDistance } from '../util/numeric.js';
 
@@ -45,13 +46,13 @@ export interface DiffClassifier {
   dispose(): Promise<void>;
 }
 
-async function ortProbabilities(backbone: Backbone, images: RgbImage[], post: (out: Float32Array, n: number) => Float32Array, tensor: string): Promise<Float32Array[]> {
+async function ortProbabilities(backbone: Backbone, images: RgbImage[], post: (out: Float32Array, n: number) => Float32Array | Promise<Float32Array>, tensor: string): Promise<Float32Array[]> {
   const spec = backbone.spec;
   const per = 3 * spec.size[0] * spec.size[1];
   const input = new Float32Array(images.length * per);
   images.forEach((im, i) => normaliseInto(input, i * per, im.data, im.width, im.height, spec));
   const out = (await backbone.runTensor(input, images.length))[tensor]!.data;
-  const p = post(out, images.length);
+  const p = await post(out, images.length);
   const c = p.length / images.length;
   return images.map((_, i) => p.slice(i * c, (i + 1) * c));
 }
@@ -114,6 +115,7 @@ export async function classifierGraph(target: string): Promise<ClassifierGraph> 
     const json = HeadJsonSchema.parse(run.head.toJSON());
     if (json.kind === 'knn') throw new GraftError(`${target}: a kNN head has no gradient; train a linear or mlp head for this`);
     const ref = await resolveModel(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor });
+    checkRunModel(run, ref.onnx.info);
     const graph = buildExportGraph(ref.onnx, { featureTensor: ref.featureTensor, head: json });
     return { bytes: graph.bytes, logits: EXPORT_OUTPUTS.logits, probabilities: false, classes: run.config.classes, spec: ref.spec, ref, run };
   }
@@ -128,9 +130,15 @@ export async function loadClassifier(target: string): Promise<DiffClassifier> {
   if (cg.run) {
     const { run, ref } = cg;
     const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: cg.logits, probabilities: false } }, target);
-    const backbone = await Backbone.load(run.config.model.path, { preprocess: run.config.preprocess, featureNode: run.config.model.featureTensor, parallelism: 'intra-op' });
+    const backbone = await runBackbone(run, { parallelism: 'intra-op' });
     const probabilities = (images: RgbImage[]) => ortProbabilities(backbone, images, (f, n) => run.head.predictProba(f, n), ref.featureTensor);
-    return classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone, { onnx: cg.bytes, pixels: bytes, where: target });
+    const c = classifier(ref.spec, run.config.classes, programs(bytes, target), probabilities, backbone, { onnx: cg.bytes, pixels: bytes, where: target });
+    const release = c.dispose;
+    c.dispose = async () => {
+      await run.head.dispose();
+      await release();
+    };
+    return c;
   }
   const { ref, logits: logitsTensor, probabilities: probs } = cg;
   const bytes = withPixelInput(cg.bytes, ref.spec, { logits: { tensor: logitsTensor, probabilities: probs } }, target);

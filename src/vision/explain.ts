@@ -10,11 +10,12 @@ import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GradientProgram } from '../engine/grad/program.js';
 import { PIXEL_LOGITS, PIXELS, withPixelInput } from '../engine/grad/pixels.js';
-import { sessionOptions, threadCount } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { GraftError, UsageError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { centreCropPixels, resizePixels } from '../image/preprocess.js';
 import { findTensor, parseOnnx } from '../models/onnx-file.js';
+import { valueInfo } from '../onnx/build.js';
 import { mulberry32 } from '../util/random.js';
 import { roundHalfEven } from '../util/numeric.js';
 import { eigenCam, gradCam, gradCamPlusPlus, normaliseMap, type CamMethod, type LayerMaps } from './cam.js';
@@ -61,15 +62,8 @@ function withProbe(bytes: Uint8Array, tensor: string, dims: number[]): Uint8Arra
   // Right after the node that makes the tensor: nodes stay in topological order.
   const at = (g.node ?? []).findIndex((n) => (n.output ?? []).includes(tensor));
   g.node!.splice(at + 1, 0, onnx.NodeProto.create({ name: 'cam/add_probe', opType: 'Add', input: [tensor, PROBE], output: [probed] }));
-  g.input!.push(
-    onnx.ValueInfoProto.create({
-      name: PROBE,
-      type: onnx.TypeProto.create({
-        tensorType: onnx.TypeProto.Tensor.create({ elemType: 1, shape: onnx.TensorShapeProto.create({ dim: [{ dimParam: 'N' }, ...dims.slice(1).map((d) => ({ dimValue: d }))] }) }),
-      }),
-    }),
-  );
-  g.output!.push(onnx.ValueInfoProto.create({ name: tensor, type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: 1 }) }) }));
+  g.input!.push(valueInfo(PROBE, ['N', ...dims.slice(1)]));
+  g.output!.push(valueInfo(tensor));
   return onnx.ModelProto.encode(m).finish();
 }
 
@@ -166,7 +160,7 @@ export async function loadExplainer(target: string, opts: { layer?: string; thre
   const layout = chosen.layout!;
   const bytes = withProbe(pix, layer, chosen.dims);
   const prog = await GradientProgram.create(bytes, { batch: 1, wrt: [PROBE], loss: [{ kind: 'dot', output: PIXEL_LOGITS, weights: WEIGHTS }], outputs: [layer, PIXEL_LOGITS] }, { threads: opts.threads, where: target });
-  const fwd = await ort.InferenceSession.create(pix, sessionOptions(threadCount(opts.threads), false));
+  const fwd = await createSession(pix, { where: target, threads: opts.threads });
   const C = cg.classes.length;
   const probeZeros = new Float32Array(chosen.dims.slice(1).reduce((a, b) => a * b, 1));
 

@@ -3,17 +3,17 @@
  * the chosen tensors (one session, one pass).
  */
 import * as ort from 'onnxruntime-node';
-import onnxProto from 'onnx-proto';
 import { GraftError } from '../errors.js';
 import type { RgbImage } from '../image/decode.js';
 import { loadImageAndTensor } from '../image/preprocess.js';
 import type { PreprocessSpec } from '../image/spec.js';
-import { ortLoadError, sessionOptions, threadCount } from '../engine/ort.js';
+import { createSession } from '../engine/ort.js';
 import { findTensor, type LoadedOnnx, type NodeInfo, type OnnxInfo } from '../models/onnx-file.js';
+import { withOutputs } from '../onnx/cut.js';
+import { intsAttr } from '../onnx/proto.js';
+import { consumerIndex, producerIndex } from '../onnx/walk.js';
 import { resolveModel, type ResolveOptions } from '../models/resolve.js';
 import { editDistance } from '../util/numeric.js';
-
-const { onnx } = onnxProto;
 
 export type MapLayout = 'NCHW' | 'NHWC';
 export type ChannelSelection = 'first' | 'strongest';
@@ -104,16 +104,8 @@ export async function runCut(
   opts: { threads?: number } = {},
 ): Promise<{ outputs: Record<string, ProbedTensor>; sessionSeconds: number; runSeconds: number }> {
   const names = [...new Set(tensors)];
-  const copy = onnx.ModelProto.decode(model.bytes);
-  copy.graph!.output = names.map((name) => onnx.ValueInfoProto.create({ name }));
-  const bytes = onnx.ModelProto.encode(copy).finish();
   const t0 = performance.now();
-  let session: ort.InferenceSession;
-  try {
-    session = await ort.InferenceSession.create(bytes, sessionOptions(threadCount(opts.threads), false));
-  } catch (err) {
-    throw ortLoadError(model.info.path, err);
-  }
+  const session = await createSession(withOutputs(model.bytes, names), { where: model.info.path, threads: opts.threads });
   const t1 = performance.now();
   try {
     if (session.inputNames.length !== 1) {
@@ -142,16 +134,9 @@ export function inputDims(spec: PreprocessSpec): number[] {
 // ---------------------------------------------------------------------------------------------------------------------
 // Graph helpers: layouts, candidate layers, names
 
-function producers(info: OnnxInfo): Map<string, { node: NodeInfo; index: number }> {
-  const m = new Map<string, { node: NodeInfo; index: number }>();
-  info.nodes.forEach((node, index) => node.outputs.forEach((o) => o && m.set(o, { node, index })));
-  return m;
-}
-
-function consumers(info: OnnxInfo): Map<string, NodeInfo[]> {
-  const m = new Map<string, NodeInfo[]>();
-  for (const n of info.nodes) for (const i of n.inputs) if (i) m.set(i, [...(m.get(i) ?? []), n]);
-  return m;
+/** Tensor name → the node producing it (graph inputs and initializers have none). */
+function producers(info: OnnxInfo): Map<string, NodeInfo> {
+  return new Map([...producerIndex(info.nodes)].map(([t, i]) => [t, info.nodes[i]!]));
 }
 
 /** Ops ONNX defines on NCHW tensors: their outputs are NCHW whatever the model's input layout. */
@@ -167,12 +152,6 @@ const LAYOUT_PRESERVING = new Set([
   'Where', 'Floor', 'Ceil', 'Round', 'Reciprocal', 'QuantizeLinear', 'DequantizeLinear',
 ]);
 
-function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v);
-}
-
 /**
  * The layout of an inner 4-D tensor, found by walking back through the graph: outputs of NCHW ops (Conv, pooling,
  * BatchNormalization) are NCHW, Transposes permute the layout they are given, element-wise ops keep it, and the
@@ -180,22 +159,20 @@ function toNum(v: unknown): number {
  */
 export function tensorLayout(model: LoadedOnnx, tensor: string, inputLayout: MapLayout): MapLayout | undefined {
   const info = model.info;
-  const prod = producers(info);
+  const prod = producerIndex(info.nodes);
   const inputs = new Set(info.inputs.map((i) => i.name));
-  const protoNodes = model.proto.graph?.node ?? [];
   const seen = new Set<string>();
   const walk = (t: string, depth: number): string | undefined => {
     if (inputs.has(t)) return inputLayout;
     if (depth > 200 || seen.has(t)) return undefined;
     seen.add(t);
     const p = prod.get(t);
-    if (!p) return undefined;
-    const { node, index } = p;
+    if (p === undefined) return undefined;
+    const node = info.nodes[p]!;
     if (NCHW_OPS.has(node.opType)) return 'NCHW';
     if (node.opType === 'Transpose') {
       const inner = walk(node.inputs[0]!, depth + 1);
-      const permAttr = protoNodes[index]?.attribute?.find((a) => a.name === 'perm');
-      const perm = (permAttr?.ints ?? []).map(toNum);
+      const perm = intsAttr(model.proto.graph!.node![p]!, 'perm') ?? [];
       if (!inner || inner.length !== 4) return undefined;
       // Default perm reverses the axes.
       const order = perm.length === 4 ? perm : [3, 2, 1, 0];
@@ -204,7 +181,7 @@ export function tensorLayout(model: LoadedOnnx, tensor: string, inputLayout: Map
     if (LAYOUT_PRESERVING.has(node.opType)) {
       // Follow the first input computed from the image (constants and initializers have no producer).
       for (const i of node.inputs) {
-        if (i && (inputs.has(i) || (prod.has(i) && prod.get(i)!.node.opType !== 'Constant'))) return walk(i, depth + 1);
+        if (i && (inputs.has(i) || (prod.has(i) && info.nodes[prod.get(i)!]!.opType !== 'Constant'))) return walk(i, depth + 1);
       }
     }
     return undefined;
@@ -220,13 +197,13 @@ const ACTIVATIONS = new Set([
 /** Used when a graph has no activation nodes (e.g. fused ones): the outputs of these are the next best thing. */
 const FALLBACK_OPS = new Set(['Conv', 'MaxPool', 'AveragePool', 'Add', 'BatchNormalization', 'Concat']);
 
-function isActivation(node: NodeInfo, prod: Map<string, { node: NodeInfo }>): boolean {
+function isActivation(node: NodeInfo, prod: Map<string, NodeInfo>): boolean {
   if (ACTIVATIONS.has(node.opType)) return true;
   // x * sigmoid(x) (SiLU / swish) and x * hardsigmoid(x) (hard swish) spelled out as two nodes.
   if (node.opType === 'Mul' && node.inputs.length === 2) {
     const [a, b] = node.inputs as [string, string];
     for (const [x, g] of [[a, b], [b, a]] as const) {
-      const p = prod.get(g)?.node;
+      const p = prod.get(g);
       if (p && (p.opType === 'Sigmoid' || p.opType === 'HardSigmoid') && p.inputs[0] === x) return true;
     }
   }
@@ -239,11 +216,11 @@ function isActivation(node: NodeInfo, prod: Map<string, { node: NodeInfo }>): bo
  */
 export function candidateTensors(info: OnnxInfo): { tensor: string; node: NodeInfo }[] {
   const prod = producers(info);
-  const cons = consumers(info);
+  const cons = consumerIndex(info.nodes);
   const acts = info.nodes.filter((n) => isActivation(n, prod));
   const ends = acts.filter((n) => {
     const users = cons.get(n.outputs[0]!) ?? [];
-    return users.length === 0 || !users.every((u) => isActivation(u, prod));
+    return users.length === 0 || !users.every((u) => isActivation(info.nodes[u]!, prod));
   });
   const picked = ends.length ? ends : info.nodes.filter((n) => FALLBACK_OPS.has(n.opType));
   return picked.filter((n) => n.outputs[0]).map((node) => ({ tensor: node.outputs[0]!, node }));
@@ -428,14 +405,14 @@ export async function featureMaps(model: string, imagePath: string, opts: Featur
   const { outputs, sessionSeconds, runSeconds } = await runCut(ref.onnx, wanted, { data: tensor, dims: inputDims(spec) }, { threads: opts.threads });
 
   const metaOf = (layer: string, t: string, role?: LayerMaps['role']) => {
-    const p = prod.get(t)?.node;
+    const p = prod.get(t);
     return { layer, node: p?.name ?? '', op: p?.opType ?? 'Input', tensor: t, layout: tensorLayout(ref.onnx, t, spec.layout) ?? spec.layout, role };
   };
   let layers: LayerMaps[];
   if (asked.length) {
     layers = asked.map(({ layer, tensor: t }) => {
       const out = outputs[t];
-      const node = prod.get(t)?.node;
+      const node = prod.get(t);
       const what = `layer '${layer}'${node ? ` (${node.opType}${node.name !== layer ? ` ${node.name}` : ''})` : ''}`;
       if (!out || out.dims.length !== 4) {
         throw new GraftError(`${what} gives ${describe(out)}; feature maps need a 4-D tensor (N, C, H, W or N, H, W, C): pick a convolutional layer before the global pooling ('graft layers ${model}' shows the shapes)`);

@@ -5,7 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
-import { buildOnnx, type GraphSpec } from '../../src/engine/onnx-builder.js';
+import { buildOnnx, type GraphSpec } from './onnx-builder.js';
 import { parseOnnx } from '../../src/models/onnx-file.js';
 import type { CutSet } from '../../src/learn/finetune.js';
 import { mulberry32 } from '../../src/util/random.js';

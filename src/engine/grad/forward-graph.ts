@@ -2,7 +2,10 @@
  * The forward graph's data types and node-attribute readers, below forward.ts: the passes forward.ts runs
  * (bn-train.ts, simplify.ts) need them, and importing them from forward.ts made an import circle.
  */
+import { toNum } from '../../onnx/proto.js';
 import type { AttributeProto, TensorProto } from './onnx-writer.js';
+
+export { toNum };
 
 export interface FwdNode {
   name: string;
@@ -42,13 +45,6 @@ export interface BnBatchStats {
   batchMean: string;
   batchVar: string;
   momentum: number;
-}
-
-export function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (typeof v === 'bigint') return Number(v);
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v ?? 0);
 }
 
 export function attrInt(n: FwdNode, name: string, dflt: number): number {

@@ -15,13 +15,15 @@
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../../errors.js';
+import { withOutputs } from '../../onnx/cut.js';
+import { tensorValues } from '../../onnx/proto.js';
+import { createSession } from '../ort.js';
 import { decomposeTrainingBn } from './bn-train.js';
 import { attrFloat, attrInt, attrInts, toNum, type ForwardGraph, type FwdNode } from './forward-graph.js';
 import { simplifyForward } from './simplify.js';
 import { DT, encodeAttr, floatTensor, int64Tensor, type AttributeProto, type NodeProto, type TensorProto } from './onnx-writer.js';
 
 const { onnx } = onnxProto;
-type ModelProto = InstanceType<typeof onnx.ModelProto>;
 
 export const TARGET_OPSET = 17;
 
@@ -33,11 +35,9 @@ const ORT_TYPE: Record<string, number> = { float32: DT.FLOAT, uint8: DT.UINT8, i
 
 interface Probe { dims: Map<string, number[]>; types: Map<string, number>; values: Map<string, ort.Tensor> }
 
-async function probe(model: ModelProto, feeds: Record<string, number[]>, names: string[]): Promise<Probe> {
-  const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(model).finish());
-  copy.graph!.output = names.map((name) => onnx.ValueInfoProto.create({ name }));
-  const bytes = onnx.ModelProto.encode(copy).finish();
-  const session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1 });
+async function probe(modelBytes: Uint8Array, feeds: Record<string, number[]>, names: string[], where: string): Promise<Probe> {
+  // Every tensor is an output, read as the graph itself computes it: no ORT graph rewrites (fusions, folding).
+  const session = await createSession(withOutputs(modelBytes, names), { where, threads: 1, optimization: 'disabled' });
   try {
     const input: Record<string, ort.Tensor> = {};
     for (const [name, dims] of Object.entries(feeds)) input[name] = new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
@@ -126,8 +126,8 @@ export async function prepareForward(modelBytes: Uint8Array, opts: PrepareOption
   }
   const allNames = [...new Set(nodes.flatMap((n) => n.output ?? []).filter(Boolean))];
   // A model with a fixed batch size is probed at that size (nothing to extrapolate).
-  const p1 = await probe(model, inputDims(fixedBatch ? opts.batch : 1), allNames);
-  const p2 = fixedBatch ? p1 : await probe(model, inputDims(2), allNames);
+  const p1 = await probe(modelBytes, inputDims(fixedBatch ? opts.batch : 1), allNames, where);
+  const p2 = fixedBatch ? p1 : await probe(modelBytes, inputDims(2), allNames, where);
   const n = opts.batch;
 
   const dims = new Map<string, number[]>();
@@ -208,24 +208,7 @@ export async function prepareForward(modelBytes: Uint8Array, opts: PrepareOption
 
 /** The numbers of an initializer (float, double, int32, int64, uint8, int8), from raw or typed fields. */
 export function initNumbers(t: TensorProto): number[] {
-  const dt = t.dataType ?? DT.FLOAT;
-  const raw = t.rawData && t.rawData.length ? t.rawData : undefined;
-  if (raw) {
-    const buf = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
-    switch (dt) {
-      case DT.FLOAT: return Array.from(new Float32Array(buf));
-      case DT.DOUBLE: return Array.from(new Float64Array(buf));
-      case DT.INT32: return Array.from(new Int32Array(buf));
-      case DT.INT64: return Array.from(new BigInt64Array(buf), Number);
-      case DT.UINT8: case DT.BOOL: return Array.from(new Uint8Array(buf));
-      case DT.INT8: return Array.from(new Int8Array(buf));
-      default: throw new Error(`internal: initializer '${t.name}' has element type ${dt}`);
-    }
-  }
-  if (dt === DT.FLOAT) return [...(t.floatData ?? [])];
-  if (dt === DT.DOUBLE) return [...(t.doubleData ?? [])];
-  if (dt === DT.INT64) return (t.int64Data ?? []).map(toNum);
-  return (t.int32Data ?? []).map(toNum);
+  return Array.from(tensorValues(t));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,47 +3,15 @@
  * with the same value are written once (the backward pass asks for the same axes and shapes many times).
  */
 import onnxProto from 'onnx-proto';
+import { encodeAttr, floatTensor, int64Tensor, type Attr } from '../../onnx/build.js';
 
 const { onnx } = onnxProto;
 export type NodeProto = InstanceType<typeof onnx.NodeProto>;
 export type TensorProto = InstanceType<typeof onnx.TensorProto>;
 export type AttributeProto = InstanceType<typeof onnx.AttributeProto>;
-
-/** ONNX TensorProto.DataType codes used here. */
-export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, BOOL: 9, DOUBLE: 11 } as const;
-
-/** An attribute value: a whole number is INT, `{ f }` FLOAT, a number[] INTS, a string STRING. */
-export type Attr = number | { f: number } | number[] | string;
-
-export function encodeAttr(name: string, v: Attr): AttributeProto {
-  if (typeof v === 'number') return onnx.AttributeProto.create({ name, type: 2, i: v });
-  if (typeof v === 'string') return onnx.AttributeProto.create({ name, type: 3, s: new TextEncoder().encode(v) });
-  if (Array.isArray(v)) return onnx.AttributeProto.create({ name, type: 7, ints: v });
-  return onnx.AttributeProto.create({ name, type: 1, f: v.f });
-}
-
-export function floatTensor(name: string, dims: number[], data: Float32Array): TensorProto {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-  return onnx.TensorProto.create({ name, dims, dataType: DT.FLOAT, rawData: bytes });
-}
-
-export function int64Tensor(name: string, dims: number[], values: ArrayLike<number | bigint>): TensorProto {
-  const buf = BigInt64Array.from(Array.from(values, (v) => BigInt(v)));
-  return onnx.TensorProto.create({ name, dims, dataType: DT.INT64, rawData: new Uint8Array(buf.buffer) });
-}
-
-/** A float tensor's value info; a string dim is symbolic (e.g. the batch). */
-export function valueInfo(name: string, dims: (number | string)[], elemType: number = DT.FLOAT) {
-  return onnx.ValueInfoProto.create({
-    name,
-    type: onnx.TypeProto.create({
-      tensorType: onnx.TypeProto.Tensor.create({
-        elemType,
-        shape: onnx.TensorShapeProto.create({ dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) }),
-      }),
-    }),
-  });
-}
+// The proto-writing helpers live with the rest of the ONNX graph code; the gradient rules import them from here.
+export { DT } from '../../onnx/proto.js';
+export { encodeAttr, floatTensor, int64Tensor, valueInfo, type Attr } from '../../onnx/build.js';
 
 export class GraphWriter {
   readonly nodes: NodeProto[] = [];

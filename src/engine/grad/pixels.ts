@@ -6,7 +6,7 @@
 import onnxProto from 'onnx-proto';
 import { GraftError } from '../../errors.js';
 import type { PreprocessSpec } from '../../image/spec.js';
-import { encodeAttr, floatTensor, int64Tensor } from './onnx-writer.js';
+import { encodeAttr, floatTensor, int64Tensor, valueInfo } from './onnx-writer.js';
 
 const { onnx } = onnxProto;
 
@@ -55,14 +55,9 @@ export function withPixelInput(modelBytes: Uint8Array, spec: PreprocessSpec, opt
     } else {
       tail.push(onnx.NodeProto.create({ name: PIXEL_LOGITS, opType: 'Identity', input: [src], output: [PIXEL_LOGITS] }));
     }
-    outputs.push(onnx.ValueInfoProto.create({ name: PIXEL_LOGITS, type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: 1 }) }) }));
+    outputs.push(valueInfo(PIXEL_LOGITS));
   }
-  const pixelInput = onnx.ValueInfoProto.create({
-    name: PIXELS,
-    type: onnx.TypeProto.create({
-      tensorType: onnx.TypeProto.Tensor.create({ elemType: 1, shape: onnx.TensorShapeProto.create({ dim: [{ dimParam: 'N' }, { dimValue: h }, { dimValue: w }, { dimValue: 3 }] }) }),
-    }),
-  });
+  const pixelInput = valueInfo(PIXELS, ['N', h, w, 3]);
   g.input = [pixelInput, ...(g.input ?? []).filter((v) => v.name !== original)];
   g.node = [...nodes, ...(g.node ?? []), ...tail];
   g.initializer = [...(g.initializer ?? []), ...consts];

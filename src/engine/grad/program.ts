@@ -3,8 +3,7 @@
  * Runtime (multi-threaded MLAS kernels). One program serves one batch size; `GradientPrograms` keeps one per size.
  */
 import * as ort from 'onnxruntime-node';
-import { GraftError } from '../../errors.js';
-import { sessionOptions, threadCount } from '../ort.js';
+import { createSession } from '../ort.js';
 import { buildGradient, type GradGraph, type GradSpec } from './build.js';
 import { prepareForward, type ForwardGraph } from './forward.js';
 
@@ -45,16 +44,11 @@ export class GradientProgram {
     const fwd = await prepareForward(modelBytes, { batch: spec.batch, params: spec.params, bnTraining: spec.bnTraining }, where);
     const stats = fwd.bnStats.flatMap((s) => [s.batchMean, s.batchVar]);
     const graph = buildGradient(fwd, { ...spec, outputs: [...(spec.outputs ?? []), ...stats] });
-    let session: ort.InferenceSession;
-    try {
-      // Memory patterns off: --finetune all at batch 16 peaks at 1.54 GB RSS without, 2.5 GB with, at the same speed.
-      // Spinning on by default: a gradient graph has ~1000 nodes, and waking sleeping threads for each costs ~40 ms
-      // of a 155 ms ResNet-50 step (112 ms spinning). It slows another session running at the same moment, so
-      // callers that interleave with another live session can turn it off.
-      session = await ort.InferenceSession.create(graph.bytes, { ...sessionOptions(threadCount(opts.threads), opts.spinning ?? true), enableMemPattern: false });
-    } catch (err) {
-      throw new GraftError(`${where}: ONNX Runtime rejected the gradient graph: ${String((err as Error).message).split('\n')[0]}`);
-    }
+    // Memory patterns off: --finetune all at batch 16 peaks at 1.54 GB RSS without, 2.5 GB with, at the same speed.
+    // Spinning on by default: a gradient graph has ~1000 nodes, and waking sleeping threads for each costs ~40 ms
+    // of a 155 ms ResNet-50 step (112 ms spinning). It slows another session running at the same moment, so
+    // callers that interleave with another live session can turn it off.
+    const session = await createSession(graph.bytes, { where, what: 'the gradient graph', threads: opts.threads, spinning: opts.spinning ?? true, memPattern: false });
     return new GradientProgram(fwd, graph, session);
   }
 

@@ -19,7 +19,8 @@
  * equalisation only 0.9852, bias correction only 0.9971, both 0.9970; (100 / 200 images): bias correction 0.9972,
  * both 0.9974.
  */
-import { attrInt, attrString, dimsOf, floatInit, GraphIndex, type GraphProto, type NodeProto } from './graph.js';
+import { dimsOf, floatInit, GraphIndex, type GraphProto, type NodeProto } from './graph.js';
+import { intAttr, stringAttr } from '../../onnx/proto.js';
 
 /** Channel scales beyond this are not applied: such a channel is (nearly) dead and has nothing to gain. */
 const MAX_SCALE = 256;
@@ -62,7 +63,7 @@ export function equalizablePairs(idx: GraphIndex): EqualizePair[] {
       const cons = idx.consumersOf(x);
       if (cons.length !== 1 || idx.graphOutputs.has(x)) break;
       const c = cons[0]!;
-      if (c.opType === 'Pad' && c.input![0] === x && attrString(c, 'mode', 'constant') === 'constant') {
+      if (c.opType === 'Pad' && c.input![0] === x && stringAttr(c, 'mode', 'constant') === 'constant') {
         const v = c.input![2] ? idx.constantValues(c.input![2]!)?.[0] : 0;
         if (v !== 0) break;
         x = c.output![0]!;
@@ -70,7 +71,7 @@ export function equalizablePairs(idx: GraphIndex): EqualizePair[] {
       }
       if (c.opType === 'Conv' && c.input![0] === x && idx.inits.get(c.input![1] ?? '')) {
         const channels = dimsOf(idx.inits.get(a.input![1]!)!)[0]!;
-        const g = attrInt(c, 'group', 1);
+        const g = intAttr(c, 'group', 1);
         if (g === 1 || g === channels) pairs.push({ a, end, b: c, hi });
       }
       break;
@@ -113,7 +114,7 @@ export function equalize(graph: GraphProto, pairs: EqualizePair[], channelMax: M
     const wb = idx.constantValues(b.input![1]!)!;
     const db = dimsOf(idx.inits.get(b.input![1]!)!);
     const spatial = db.slice(2).reduce((x, y) => x * y, 1);
-    if (db[1] === 1 && attrInt(b, 'group', 1) === db[0]) {
+    if (db[1] === 1 && intAttr(b, 'group', 1) === db[0]) {
       // Depthwise: output channel c reads input channel c.
       for (let c = 0; c < db[0]!; c++) for (let j = 0; j < spatial; j++) wb[c * spatial + j]! /= k[c]!;
     } else {

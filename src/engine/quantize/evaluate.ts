@@ -3,11 +3,10 @@
  * Runtime run on a zero input. Only for models whose input size is fixed: the values hold for that size only.
  */
 import * as ort from 'onnxruntime-node';
-import onnxProto from 'onnx-proto';
 import type { LoadedOnnx } from '../../models/onnx-file.js';
-import { sessionOptions } from '../ort.js';
-
-const { onnx } = onnxProto;
+import { withOutputs } from '../../onnx/cut.js';
+import { DT } from '../../onnx/proto.js';
+import { createSession } from '../ort.js';
 
 /** The fixed input shape (batch taken as 1), or undefined when a non-batch dimension is symbolic. */
 export function fixedInputShape(model: LoadedOnnx): number[] | undefined {
@@ -21,11 +20,7 @@ export function fixedInputShape(model: LoadedOnnx): number[] | undefined {
 export async function evaluateShapeTensors(model: LoadedOnnx, names: string[]): Promise<Map<string, number[]> | undefined> {
   const shape = fixedInputShape(model);
   if (!shape || names.length === 0) return undefined;
-  const copy = onnx.ModelProto.decode(model.bytes);
-  copy.graph!.output = names.map((name) =>
-    onnx.ValueInfoProto.create({ name, type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: 7 }) }) }),
-  );
-  const session = await ort.InferenceSession.create(onnx.ModelProto.encode(copy).finish(), sessionOptions(1, false));
+  const session = await createSession(withOutputs(model.bytes, names, DT.INT64), { where: model.info.path, threads: 1 });
   try {
     const n = shape.reduce((a, b) => a * b, 1);
     const res = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', new Float32Array(n), shape) }, names);

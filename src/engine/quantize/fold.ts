@@ -8,8 +8,9 @@
  * fold (ConvMulFusion, ConvAddFusion), so the float model's numbers barely change; the quantiser then sees the
  * folded weights, whose per-channel ranges are what int8 must represent.
  */
-import { encodeAttr } from '../grad/onnx-writer.js';
-import { attrFloat, attrInt, attrString, dimsOf, floatInit, GraphIndex, toNum, type GraphProto, type NodeProto } from './graph.js';
+import { encodeAttr } from '../../onnx/build.js';
+import { dimsOf, floatInit, GraphIndex, type GraphProto, type NodeProto } from './graph.js';
+import { floatAttr, intAttr, stringAttr, toNum } from '../../onnx/proto.js';
 
 export interface FoldResult { folded: number }
 
@@ -66,7 +67,7 @@ export function foldConvAffine(graph: GraphProto): FoldResult {
       } else if (n.opType === 'BatchNormalization' && n.input![0] === out && (n.output ?? []).filter(Boolean).length === 1) {
         const [gamma, beta, mean, variance] = n.input!.slice(1).map((t) => idx.constantValues(t));
         if (!gamma || !beta || !mean || !variance || gamma.length !== cout) break;
-        const eps = attrFloat(n, 'epsilon', 1e-5);
+        const eps = floatAttr(n, 'epsilon', 1e-5);
         scale = gamma.map((g, c) => g / Math.sqrt(variance[c]! + eps));
         shift = beta.map((bt, c) => bt - mean[c]! * scale![c]!);
       } else break;
@@ -112,7 +113,7 @@ export function padsToEvaluate(graph: GraphProto): string[] {
 }
 
 function foldablePad(n: NodeProto, idx: GraphIndex): NodeProto | undefined {
-  if (n.opType !== 'Pad' || (n.input ?? []).length < 2 || attrString(n, 'mode', 'constant') !== 'constant') return undefined;
+  if (n.opType !== 'Pad' || (n.input ?? []).length < 2 || stringAttr(n, 'mode', 'constant') !== 'constant') return undefined;
   const value = n.input![2] ? idx.constantValues(n.input![2]!) : undefined;
   if (n.input![2] && (!value || value[0] !== 0)) return undefined;
   if ((n.input ?? []).length > 3 && n.input![3]) return undefined; // axes input (opset 18)
@@ -120,7 +121,7 @@ function foldablePad(n: NodeProto, idx: GraphIndex): NodeProto | undefined {
   const cons = idx.consumersOf(out);
   if (cons.length !== 1 || idx.graphOutputs.has(out)) return undefined;
   const conv = cons[0]!;
-  if (conv.opType !== 'Conv' || conv.input![0] !== out || attrString(conv, 'auto_pad', 'NOTSET') !== 'NOTSET') return undefined;
+  if (conv.opType !== 'Conv' || conv.input![0] !== out || stringAttr(conv, 'auto_pad', 'NOTSET') !== 'NOTSET') return undefined;
   return conv;
 }
 
@@ -164,7 +165,7 @@ export function foldConstantFlatten(graph: GraphProto): number {
     const init = idx.inits.get(n.input?.[0] ?? '');
     if (!init || (init.dataType ?? 1) !== 1 || idx.graphOutputs.has(n.output![0]!)) continue;
     const dims = dimsOf(init);
-    let axis = attrInt(n, 'axis', 1);
+    let axis = intAttr(n, 'axis', 1);
     if (axis < 0) axis += dims.length;
     const rows = dims.slice(0, axis).reduce((a, b) => a * b, 1);
     const cols = dims.slice(axis).reduce((a, b) => a * b, 1);

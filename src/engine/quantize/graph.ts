@@ -4,56 +4,16 @@
  * node list and initializers in place, then `finish` orders the nodes topologically and drops dead ones.
  */
 import onnxProto from 'onnx-proto';
-import { DT, encodeAttr, type Attr } from '../grad/onnx-writer.js';
+import { encodeAttr, type Attr } from '../../onnx/build.js';
+import { DT, tensorValues, toNum } from '../../onnx/proto.js';
+import { consumerIndex, producerIndex, protoNodes } from '../../onnx/walk.js';
 
 const { onnx } = onnxProto;
 export type ModelProto = onnxProto.onnx.IModelProto;
 export type GraphProto = onnxProto.onnx.IGraphProto;
 export type NodeProto = onnxProto.onnx.INodeProto;
 export type TensorProto = onnxProto.onnx.ITensorProto;
-export { DT };
-
-export function toNum(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (v && typeof (v as { toNumber?: () => number }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
-  return Number(v ?? 0);
-}
-
-/** An attribute of a node as a number / numbers / string (undefined when absent). */
-export function attrInt(n: NodeProto, name: string, dflt: number): number {
-  const a = (n.attribute ?? []).find((x) => x.name === name);
-  return a ? toNum(a.i) : dflt;
-}
-export function attrFloat(n: NodeProto, name: string, dflt: number): number {
-  const a = (n.attribute ?? []).find((x) => x.name === name);
-  return a ? (a.f ?? dflt) : dflt;
-}
-export function attrString(n: NodeProto, name: string, dflt: string): string {
-  const a = (n.attribute ?? []).find((x) => x.name === name);
-  return a?.s?.length ? new TextDecoder().decode(a.s) : dflt;
-}
-
-/** The numbers of a tensor proto (float, double, int8/16/32/64, uint8, bool), from raw or typed fields. */
-export function tensorValues(t: TensorProto): Float64Array {
-  const dt = t.dataType ?? DT.FLOAT;
-  const raw = t.rawData && t.rawData.length ? t.rawData : undefined;
-  if (raw) {
-    const buf = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
-    switch (dt) {
-      case DT.FLOAT: return Float64Array.from(new Float32Array(buf));
-      case DT.DOUBLE: return new Float64Array(buf);
-      case DT.INT32: return Float64Array.from(new Int32Array(buf));
-      case DT.INT64: return Float64Array.from(new BigInt64Array(buf), Number);
-      case DT.UINT8: case DT.BOOL: return Float64Array.from(new Uint8Array(buf));
-      case DT.INT8: return Float64Array.from(new Int8Array(buf));
-      default: throw new Error(`tensor '${t.name}' has element type ${dt}, which the quantiser does not read`);
-    }
-  }
-  if (dt === DT.FLOAT) return Float64Array.from(t.floatData ?? []);
-  if (dt === DT.DOUBLE) return Float64Array.from(t.doubleData ?? []);
-  if (dt === DT.INT64) return Float64Array.from((t.int64Data ?? []).map(toNum));
-  return Float64Array.from((t.int32Data ?? []).map(toNum));
-}
+export { DT, tensorValues };
 
 export function dimsOf(t: TensorProto): number[] {
   return (t.dims ?? []).map(toNum);
@@ -96,15 +56,10 @@ export class GraphIndex {
 
   constructor(readonly graph: GraphProto) {
     for (const t of graph.initializer ?? []) this.inits.set(t.name ?? '', t);
-    for (const n of graph.node ?? []) {
-      for (const o of n.output ?? []) if (o) this.producer.set(o, n);
-      for (const i of n.input ?? []) {
-        if (!i) continue;
-        let c = this.consumers.get(i);
-        if (!c) this.consumers.set(i, (c = []));
-        if (!c.includes(n)) c.push(n);
-      }
-    }
+    const nodes = graph.node ?? [];
+    const io = protoNodes(nodes);
+    for (const [t, i] of producerIndex(io)) this.producer.set(t, nodes[i]!);
+    for (const [t, is] of consumerIndex(io)) this.consumers.set(t, is.map((i) => nodes[i]!));
     this.graphOutputs = new Set((graph.output ?? []).map((o) => o.name ?? ''));
     this.graphInputs = new Set((graph.input ?? []).map((o) => o.name ?? '').filter((n) => !this.inits.has(n)));
   }

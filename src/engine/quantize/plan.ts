@@ -14,7 +14,8 @@
  *   zero point, which is exactly 0.0): the shared MobileNet pads before each of its 14 stride-2 / 3x3 convs with a
  *   Pad whose amounts come from the input shape, and a float Pad between Q and DQ would break every fusion.
  */
-import { attrInt, attrString, dimsOf, GraphIndex, type NodeProto } from './graph.js';
+import { dimsOf, GraphIndex, type NodeProto } from './graph.js';
+import { intAttr, stringAttr } from '../../onnx/proto.js';
 
 /** Ops graft quantises (weights from an initializer). */
 export const COMPUTE_OPS = new Set(['Conv', 'Gemm', 'MatMul']);
@@ -69,14 +70,14 @@ function unsupported(n: NodeProto, idx: GraphIndex, opset: number): string | und
     if (b && !idx.inits.get(b)) return 'its bias is not a constant initializer';
   } else if (n.opType === 'Gemm') {
     if (dims.length !== 2) return 'B is not a matrix';
-    if (attrInt(n, 'transA', 0) !== 0) return 'transA = 1';
+    if (intAttr(n, 'transA', 0) !== 0) return 'transA = 1';
     const alpha = (n.attribute ?? []).find((a) => a.name === 'alpha')?.f ?? 1;
     const beta = (n.attribute ?? []).find((a) => a.name === 'beta')?.f ?? 1;
     if (alpha !== 1 || beta !== 1) return `alpha ${alpha}, beta ${beta} (only 1, 1)`;
     const c = n.input?.[2];
     if (c) {
       const ci = idx.inits.get(c);
-      const nOut = attrInt(n, 'transB', 0) ? dims[0]! : dims[1]!;
+      const nOut = intAttr(n, 'transB', 0) ? dims[0]! : dims[1]!;
       if (!ci) return 'its bias C is not a constant initializer';
       if (dimsOf(ci).reduce((a, b) => a * b, 1) !== nOut) return 'its bias C is not one value per output';
     }
@@ -95,7 +96,7 @@ function rootOf(x: string, idx: GraphIndex, opset: number): { root: string; chai
     if (!p || !PASSTHROUGH_OPS.has(p.opType ?? '') || idx.graphOutputs.has(t) || p.output!.filter(Boolean).length !== 1) break;
     // Pad before opset 11 takes its value as an attribute, and a computed pad value cannot be quantised here.
     if (p.opType === 'Pad' && (opset < 11 || (!!p.input?.[2] && !idx.constant(p.input[2])))) break;
-    if (p.opType === 'Pad' && !['constant', 'reflect', 'edge'].includes(attrString(p, 'mode', 'constant'))) break;
+    if (p.opType === 'Pad' && !['constant', 'reflect', 'edge'].includes(stringAttr(p, 'mode', 'constant'))) break;
     if (!idx.isActivation(p.input![0]!)) break;
     chain.unshift(p);
     t = p.input![0]!;

@@ -13,7 +13,6 @@
  * - Bias: int32 with scale x_scale * w_scale[c] and zero point 0, as QLinearConv computes it.
  */
 import {
-  attrInt,
   dimsOf,
   finishGraph,
   floatInit,
@@ -25,6 +24,7 @@ import {
   type NodeProto,
   uint8Init,
 } from './graph.js';
+import { intAttr } from '../../onnx/proto.js';
 import type { Plan } from './plan.js';
 
 /** Largest |int32 bias| written, with headroom for the accumulator it is added to. */
@@ -234,7 +234,7 @@ export function rewriteQdq(graph: GraphProto, plan: Plan, ranges: Map<string, [n
     const dims = dimsOf(wInit);
     const w = idx.constantValues(wName)!;
     let axis: number | undefined;
-    if (opts.perChannel) axis = n.opType === 'Conv' ? 0 : n.opType === 'Gemm' ? (attrInt(n, 'transB', 0) ? 0 : 1) : 1;
+    if (opts.perChannel) axis = n.opType === 'Conv' ? 0 : n.opType === 'Gemm' ? (intAttr(n, 'transB', 0) ? 0 : 1) : 1;
     const bName = n.opType === 'MatMul' ? undefined : n.input![2];
     // A Conv without bias gets a zero one when bias correction will fill it.
     const bias = bName ? idx.constantValues(bName)! : n.opType === 'Conv' && opts.means ? new Float64Array(dims[0]!) : undefined;
@@ -252,7 +252,7 @@ export function rewriteQdq(graph: GraphProto, plan: Plan, ranges: Map<string, [n
     }
     const { q, scales } = quantizeWeights(w, dims, axis, minScale);
     const mean = n.opType === 'Conv' && bias && pn.chain.every((c) => c.opType === 'Pad' || c.opType === 'Identity') ? opts.means?.get(pn.root) : undefined;
-    if (mean && bias && axis === 0) correctBias(bias, w, q, scales, dims, attrInt(n, 'group', 1), mean);
+    if (mean && bias && axis === 0) correctBias(bias, w, q, scales, dims, intAttr(n, 'group', 1), mean);
     const base = n.name || n.output![0]!;
     const wq = `${base}_weight_quantized`;
     const ws = `${base}_weight_scale`;
@@ -273,7 +273,7 @@ export function rewriteQdq(graph: GraphProto, plan: Plan, ranges: Map<string, [n
       added.push(makeNode('DequantizeLinear', [bqName, `${base}_bias_scale`, `${base}_bias_zero_point`], [`${base}_bias_dequantized`], `${base}_bias_DequantizeLinear`, { axis: 0 }));
       n.input[2] = `${base}_bias_dequantized`;
     }
-    const depthwise = n.opType === 'Conv' && attrInt(n, 'group', 1) > 1 && attrInt(n, 'group', 1) === dims[0];
+    const depthwise = n.opType === 'Conv' && intAttr(n, 'group', 1) > 1 && intAttr(n, 'group', 1) === dims[0];
     result.quantized.push({ node: base, op: n.opType!, depthwise });
   }
 

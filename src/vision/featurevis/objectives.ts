@@ -20,16 +20,16 @@
  * The gradient program minimises, so an objective O is fed as the loss −O: dot weights −w, cross-entropy targets
  * weight·onehot (−log p = cross-entropy).
  */
-import onnxProto from 'onnx-proto';
 import { GradientProgram } from '../../engine/grad/program.js';
 import { PIXEL_LOGITS, PIXELS } from '../../engine/grad/pixels.js';
 import { GraftError, UsageError } from '../../errors.js';
 import { findTensor, parseOnnx } from '../../models/onnx-file.js';
+import { addOutputs } from '../../onnx/cut.js';
+import { DT } from '../../onnx/proto.js';
 import type { DiffClassifier } from '../classifier.js';
 import { resolveClass } from '../classifier.js';
 import { tensorLayout } from '../featuremaps.js';
 
-const { onnx } = onnxProto;
 
 export type ClassTerm = { kind: 'logit' | 'logprob'; class: string | number; weight: number };
 export type LayerTermSpec =
@@ -151,14 +151,6 @@ const WEIGHTS = (i: number) => `fv/w${i}`;
 const TARGETS = 'fv/targets';
 const LOGIT_W = 'fv/logit_w';
 
-/** The pixel graph with `tensors` added as outputs (so the program can return them). */
-function withOutputs(bytes: Uint8Array, tensors: string[]): Uint8Array {
-  if (!tensors.length) return bytes;
-  const m = onnx.ModelProto.decode(bytes);
-  for (const t of tensors) if (!m.graph!.output!.some((o) => o.name === t)) m.graph!.output!.push(onnx.ValueInfoProto.create({ name: t, type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: 1 }) }) }));
-  return onnx.ModelProto.encode(m).finish();
-}
-
 export async function objectiveModel(model: DiffClassifier, objective: Objective, n: number, opts: { threads?: number } = {}): Promise<ObjectiveModel> {
   const C = model.classes.length;
   const size = model.spec.size;
@@ -203,7 +195,7 @@ export async function objectiveModel(model: DiffClassifier, objective: Objective
     ...(hasLogit || !(hasCe || tensors.length) ? [{ kind: 'dot' as const, output: PIXEL_LOGITS, weights: LOGIT_W }] : []),
     ...tensors.map((t, i) => ({ kind: 'dot' as const, output: t, weights: WEIGHTS(i) })),
   ];
-  const bytes = withOutputs(model.graph.pixels, divTensors);
+  const bytes = addOutputs(model.graph.pixels, divTensors, DT.FLOAT);
   const prog = await GradientProgram.create(bytes, { batch: n, wrt: [PIXELS], loss, outputs: [PIXEL_LOGITS, ...divTensors] }, { threads: opts.threads, where: model.graph.where });
   const dimsOf = (name: string) => prog.graph.inputs.find((i) => i.name === name)!.dims;
 

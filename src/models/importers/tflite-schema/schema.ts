@@ -9,6 +9,9 @@ import { ByteBuffer } from 'flatbuffers';
  *
  * Every offset is checked against the buffer, so garbage or truncated bytes raise `TfliteFormatError` instead of
  * reading past the end (the runtime itself does not check).
+ *
+ * A table of the schema (operator names, option tables, field ids) rather than logic, so it stays one file past the
+ * usual size of a module: split, its field ids would no longer be read side by side with schema.fbs.
  */
 
 export class TfliteFormatError extends Error {

@@ -1,8 +1,8 @@
 /**
- * Build small ONNX models in memory (tests, tools): inputs, float initializers, nodes with typed attributes.
+ * Build small ONNX models in memory for tests: inputs, float initializers, nodes with typed attributes.
  */
 import onnxProto from 'onnx-proto';
-import { type LoadedOnnx, parseOnnx } from '../models/onnx-file.js';
+import { type LoadedOnnx, parseOnnx } from '../../src/models/onnx-file.js';
 
 const { onnx } = onnxProto;
 
