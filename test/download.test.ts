@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Backbone } from '../src/engine/backbone.js';
-import { downloadToCache } from '../src/models/store.js';
+import { downloadToCache } from '../src/models/model-source.js';
 import { MOBILENET, SKIP_SHARED } from './helpers/shared.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
 

@@ -17,7 +17,8 @@ import { defaultSpec } from '../src/image/spec.js';
 import type { CatalogEntry, CatalogFile, ModelFormat } from '../src/models/catalog.js';
 import { resolveModel } from '../src/models/resolve.js';
 import { checkTfjsFolder } from '../src/models/store-checks.js';
-import { ModelStore, modelSourcePath, registerImporter, unregisterImporter } from '../src/models/store.js';
+import { modelSourcePath } from '../src/models/model-source.js';
+import { ModelStore, registerImporter, unregisterImporter } from '../src/models/store.js';
 import { tinyClassifier } from './helpers/tiny-onnx.js';
 
 const { onnx } = onnxProto;

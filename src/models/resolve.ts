@@ -6,7 +6,7 @@ import { defaultLabels, labelsFromMetadata, readLabelsFile } from './labels.js';
 import { findTensor, loadOnnx, LoadedOnnx, OnnxInfo } from './onnx-file.js';
 import { producerIndex } from '../onnx/walk.js';
 import { derivePreprocess } from './preprocess-from-model.js';
-import { modelSourcePath } from './store.js';
+import { modelSourcePath } from './model-source.js';
 import { registerBuiltinImporters } from './importers/index.js';
 import { readJsonFileIfExists } from '../util/json.js';
 

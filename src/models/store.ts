@@ -27,6 +27,11 @@ import { downloadFile, isUrl, type DownloadOptions, type DownloadProgress } from
 import { parseOnnx } from './onnx-file.js';
 import { checkOnnxExternalData, checkTflite, checkTfjsFolder, insideFolder, parseTfjsModelJson, safeRelativePath, sniffModel } from './store-checks.js';
 import { withLock, type LockOptions } from './store-lock.js';
+import { ChecksumFileSchema, ENTRY_MANIFEST, mirrorSource, siblingUrl, EntryManifestSchema, NAME_RE, URL_MANIFEST, UrlManifestSchema, adoptBlob, errCode, exists, readJson, sha, sidecarFor, unknownModel, type ChecksumFile, type ChecksumRecord, type EntryManifest, type UrlManifest } from './store-files.js';
+import { convertTo, importerFor } from './importer-registry.js';
+
+export { mirrorSource, siblingUrl, type ChecksumRecord } from './store-files.js';
+export { importerFor, registerImporter, unregisterImporter, type Importer } from './importer-registry.js';
 
 export interface StoreOptions extends DownloadOptions {
   /**
@@ -77,106 +82,6 @@ export interface CachedModel {
   bytes: number;
   files: number;
   pulledAt: string;
-}
-
-const ChecksumRecordSchema = z.object({ sha256: z.string(), size: z.number(), source: z.string(), recordedAt: z.string() });
-export type ChecksumRecord = z.infer<typeof ChecksumRecordSchema>;
-
-// The store's own files, read back through these schemas: a damaged one counts as absent (the model is pulled again).
-const EntryManifestSchema = z.object({
-  version: z.literal(1),
-  name: z.string(),
-  format: z.enum(['onnx', 'tfjs-layers', 'tfjs-graph', 'tflite']),
-  pulledAt: z.string(),
-  files: z.array(z.object({ name: z.string(), size: z.number(), sha256: z.string(), source: z.string(), checksum: z.enum(['catalog', 'recorded', 'new']) })).min(1),
-});
-type EntryManifest = z.infer<typeof EntryManifestSchema>;
-const UrlManifestSchema = z.object({ version: z.literal(1), url: z.string(), file: z.string(), size: z.number(), sha256: z.string(), pulledAt: z.string() });
-type UrlManifest = z.infer<typeof UrlManifestSchema>;
-const ChecksumFileSchema = z.object({ version: z.literal(1), files: z.record(z.string(), ChecksumRecordSchema) });
-type ChecksumFile = z.infer<typeof ChecksumFileSchema>;
-
-const ENTRY_MANIFEST = '.graft-entry.json';
-const URL_MANIFEST = '.graft-url.json';
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-
-function sha(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** A JSON file of the store checked against `schema`; undefined when it is missing, unreadable or not what it should be. */
-async function readJson<S extends z.ZodType>(p: string, schema: S): Promise<z.output<S> | undefined> {
-  try {
-    const r = schema.safeParse(JSON.parse(await readFile(p, 'utf8')));
-    return r.success ? r.data : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** `<mirror>/<entry>/<file>`: a URL when the mirror is one, else a path inside the mirror folder. */
-export function mirrorSource(mirror: string, entry: string, file: string): string {
-  const rel = safeRelativePath(file, `${entry}: file name`);
-  if (isUrl(mirror)) return `${mirror.replace(/\/+$/, '')}/${encodeURIComponent(entry)}/${rel.split('/').map(encodeURIComponent).join('/')}`;
-  const dir = mirror.startsWith('file:') ? new URL(mirror).pathname : mirror;
-  return join(resolvePath(dir), entry, ...rel.split('/'));
-}
-
-/** A file beside `url` (same folder, same query string: TF Hub serves shards as `<dir>/<shard>?tfjs-format=file`). */
-export function siblingUrl(url: string, rel: string): string {
-  const u = new URL(url);
-  const dir = u.pathname.replace(/[^/]*$/, '');
-  return `${u.origin}${dir}${rel.split('/').map(encodeURIComponent).join('/')}${u.search}`;
-}
-
-function unknownModel(name: string): GraftError {
-  const close = closeMatches(name);
-  return new GraftError(
-    `unknown model '${name}': not a file, a URL or a catalog name${close.length ? `; did you mean ${close.join(', ')}?` : ''} ('graft models' lists the catalog)`,
-  );
-}
-
-function errCode(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException)?.code;
-}
-
-/**
- * Make the verified file `file` (sha256 `hash`) share its bytes with the blob of that content: replace it by a hard
- * link to an existing blob, or make it the blob. Where the filesystem has no hard links the file stays a plain copy.
- * Never leaves `file` missing, even if a concurrent `graft rm` deletes the blob meanwhile.
- */
-async function adoptBlob(blobs: string, file: string, hash: string): Promise<void> {
-  await mkdir(blobs, { recursive: true });
-  const blob = join(blobs, hash);
-  const tmp = `${file}.blob-link`;
-  try {
-    await link(blob, tmp);
-    await rename(tmp, file);
-    return;
-  } catch (err) {
-    await rm(tmp, { force: true });
-    if (errCode(err) !== 'ENOENT') {
-      if (errCode(err) === 'EEXIST' || errCode(err) === 'EPERM' || errCode(err) === 'ENOTSUP' || errCode(err) === 'EXDEV') return;
-      throw err;
-    }
-  }
-  try {
-    await link(file, blob);
-    if (process.platform !== 'win32') await chmod(blob, 0o444).catch(() => {});
-  } catch (err) {
-    if (errCode(err) === 'EEXIST') return;
-    if (['EPERM', 'ENOTSUP', 'EXDEV', 'EMLINK'].includes(errCode(err) ?? '')) return;
-    throw err;
-  }
 }
 
 export class ModelStore {
@@ -589,109 +494,3 @@ export function defaultStore(): ModelStore {
   return new ModelStore(join(graftHome(), 'models'));
 }
 
-/**
- * The sidecar written beside a catalog model: the catalog's preprocessing and, for ONNX releases, its node names.
- * For converted models (withNodes false) the tensor layout is the importer's, read from the ONNX input, not the
- * release's (a TF.js model is NHWC; graft's importers write NCHW graphs).
- */
-function sidecarFor(entry: CatalogEntry, withNodes: boolean): Record<string, unknown> {
-  const { layout, ...rest } = entry.preprocess as Record<string, unknown>;
-  return {
-    preprocess: withNodes ? { layout, ...rest } : rest,
-    ...(withNodes && entry.featureNode ? { featureOutput: entry.featureNode } : {}),
-    ...(withNodes && entry.classifierNode ? { logitsOutput: entry.classifierNode } : {}),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Importers: other formats to ONNX
-
-/** Turns a model file of another format (model.json, .tflite) into ONNX bytes. */
-export type Importer = (modelFile: string) => Promise<Uint8Array>;
-
-const IMPORTERS = new Map<ModelFormat, { convert: Importer; version?: string }>();
-
-/**
- * Make models of `format` usable for inference: pulled catalog models and local files of that format are converted
- * with `convert` (its output is cached per `version`; without a version it is converted at each load).
- */
-export function registerImporter(format: Exclude<ModelFormat, 'onnx'>, convert: Importer, opts: { version?: string } = {}): void {
-  IMPORTERS.set(format, { convert, version: opts.version });
-}
-
-/** Remove the importer of `format`; returns what was registered (to restore it later, e.g. in tests). */
-export function unregisterImporter(format: ModelFormat): { convert: Importer; version?: string } | undefined {
-  const prev = IMPORTERS.get(format);
-  IMPORTERS.delete(format);
-  return prev;
-}
-
-export function importerFor(format: ModelFormat): { convert: Importer; version?: string } | undefined {
-  return IMPORTERS.get(format);
-}
-
-function needsImporter(what: string, format: ModelFormat, where?: string): GraftError {
-  return new GraftError(`${what}: format ${format} needs the importer (not yet available)${where ? `; its files are in ${where}` : ''}`);
-}
-
-async function convertTo(out: string, format: ModelFormat, file: string, what: string, where?: string): Promise<string> {
-  const imp = importerFor(format);
-  if (!imp) throw needsImporter(what, format, where);
-  if (imp.version && (await exists(out))) return out;
-  const bytes = await imp.convert(file);
-  await writeFileAtomic(out, bytes);
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Source -> local ONNX path
-
-export interface SourceOptions extends StoreOptions {
-  store?: ModelStore;
-}
-
-/**
- * Turn what a user gave for a model into a local ONNX file: a path (ONNX as is; a TF.js folder or model.json, or a
- * .tflite, through its importer), an http(s) URL (downloaded into the store), or a catalog name (pulled into the
- * store; converted if not ONNX). An unknown name is an error listing close catalog names.
- */
-export async function modelSourcePath(source: string, opts: SourceOptions = {}): Promise<string> {
-  const store = opts.store ?? defaultStore();
-  if (isUrl(source)) return store.fetchUrl(source, opts);
-  if (await exists(source)) {
-    const local = await sniffModel(source);
-    if (!local || local.format === 'onnx') return source;
-    const imp = importerFor(local.format);
-    if (!imp) throw needsImporter(source, local.format);
-    if (local.format !== 'tflite') await checkTfjsFolder(dirname(local.file), basename(local.file), local.file);
-    const st = await stat(local.file);
-    const key = sha(`${local.format}\n${imp.version ?? ''}\n${resolvePath(local.file)}\n${st.size}\n${st.mtimeMs}`).slice(0, 16);
-    return convertTo(join(store.root, 'imported', key, 'model.onnx'), local.format, local.file, source);
-  }
-  const entry = findEntry(source);
-  if (entry) {
-    const pulled = await store.pull(entry, opts);
-    if (entry.format === 'onnx') {
-      // Keep the sidecar in step with the catalog (a newer graft may know the model better than the one that pulled it).
-      const want = JSON.stringify(sidecarFor(entry, true));
-      const have = await readJson(`${pulled.main}.json`, z.unknown());
-      if (JSON.stringify(have) !== want) await writeJsonAtomic(`${pulled.main}.json`, JSON.parse(want));
-      return pulled.main;
-    }
-    const imp = importerFor(entry.format);
-    const out = join(pulled.dir, '.imported', `${entry.format}-${imp?.version ?? 'current'}.onnx`);
-    const path = await convertTo(out, entry.format, pulled.main, entry.name, pulled.dir);
-    await writeJsonAtomic(`${path}.json`, sidecarFor(entry, false));
-    return path;
-  }
-  if (looksLikeName(source)) throw unknownModel(source);
-  return source;
-}
-
-/**
- * Fetch a URL into graft's model store (once; later calls reuse the file). Kept for callers of the first API; the
- * store's `fetchUrl` does the work.
- */
-export async function downloadToCache(url: string, opts: DownloadOptions = {}): Promise<string> {
-  return defaultStore().fetchUrl(url, opts);
-}

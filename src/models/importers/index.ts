@@ -1,4 +1,4 @@
-import { registerImporter } from '../store.js';
+import { registerImporter } from '../importer-registry.js';
 import { importTfjsGraph } from './tfjs-graph.js';
 import { importTfjsLayers } from './tfjs-layers.js';
 import { importTflite } from './tflite.js';
