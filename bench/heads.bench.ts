@@ -7,7 +7,7 @@
  * Prints seconds (median of the repeats), the ratio new / baseline, and the validation accuracy of each.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, symlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openDataset, stratifiedSplit } from '../src/data/index.js';
@@ -26,6 +26,8 @@ const model = join(shared, 'models', 'mobilenet_v1_0.75_224.onnx');
 // The baseline's source, as a worktree beside the repo (its own src/ tree, imported here by path).
 const baseDir = join(root, '..', `.graft-bench-baseline-${args.baseline}`);
 if (!existsSync(baseDir)) execFileSync('git', ['-C', root, 'worktree', 'add', '--detach', baseDir, args.baseline!], { stdio: 'ignore' });
+// Its imports resolve to this checkout's packages.
+if (!existsSync(join(baseDir, 'node_modules'))) symlinkSync(join(root, 'node_modules'), join(baseDir, 'node_modules'));
 type Trainer = (train: FeatureSet, val: FeatureSet | undefined, classes: string[], o: TrainOptions) => Promise<{ head: { predictProba(x: Float32Array, n: number): Float32Array | Promise<Float32Array>; dispose?: () => Promise<void> } }>;
 const baseline = (await import(join(baseDir, 'src', 'learn', 'heads.ts'))).trainHead as Trainer;
 
