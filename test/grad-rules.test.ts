@@ -224,6 +224,9 @@ describe('activation, arithmetic, linear and layout rules vs float64 finite diff
     }],
   ];
   for (const [name, c] of cases) test(name, () => check(name, c));
+  // A 4-D Relu, both masks: the comparison, and the NCHWc-friendly min(1, 2^126·y) as 1x1 Convs and a Relu.
+  const relu4: Case = { inputs: { x: [2, 3, 4, 4] }, nodes: [['Relu', ['x'], 'y']], output: 'y', outDims: [2, 3, 4, 4] };
+  for (const reluMask of ['cast', 'conv'] as const) test(`Relu 4-D, ${reluMask} mask`, () => check(`Relu 4-D ${reluMask}`, relu4, { reluMask }));
 });
 
 test('cross-entropy loss and its gradient (soft targets) vs float64', async () => {

@@ -57,7 +57,8 @@ export class DenseHead implements Head {
 
   constructor(
     readonly classes: string[],
-    private readonly values: DenseHeadValues,
+    /** Standardisation and parameters (fine-tuning starts from them; not to be changed in place). */
+    readonly values: DenseHeadValues,
     private readonly training?: Record<string, unknown>,
   ) {
     this.kind = values.kind;

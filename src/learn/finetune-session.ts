@@ -15,7 +15,8 @@ import { suffixModel } from '../onnx/cut.js';
 import { tensorValues } from '../onnx/proto.js';
 import { bnAffineNames, bnStatNames, convWeightNames } from './blocks.js';
 import { denseParams, type DenseHeadValues } from './head-graph.js';
-import { encodeFloat32, headFromJSON, trainHead, type Head, type HeadJson } from './heads.js';
+import { DenseHead } from './dense-head.js';
+import { trainHead, type Head } from './heads.js';
 import { classWeights } from './metrics.js';
 import { adamwUpdate, globalNormSq, glorotUniform, type AdamParam } from './optim.js';
 import { HEAD_PREFIX, initializersAsInputs, withHead } from './train-graph.js';
@@ -25,7 +26,6 @@ interface Param extends AdamParam { key: string; name: string }
 
 const stepRng = (seed: number, epoch: number, step: number) => mulberry32(deriveSeed(deriveSeed(seed, 5000 + epoch), step));
 
-const dec = (b: { base64: string }) => new Float32Array(new Uint8Array(Buffer.from(b.base64, 'base64')).buffer);
 
 export class FinetuneSession {
   readonly params: Param[] = [];
@@ -42,7 +42,8 @@ export class FinetuneSession {
     readonly d: number,
     readonly trainable: string[],
     private readonly bnMeans: string[],
-    readonly probeJson: HeadJson,
+    private readonly start: DenseHeadValues,
+    private readonly classes: string[],
     private readonly head: { names: string[]; mask?: string; logits: string; mean: string; std: string; maskWidth: number },
     private readonly o: FinetuneSettings,
     private readonly rowWeights: Float32Array | undefined,
@@ -86,17 +87,18 @@ export class FinetuneSession {
       balance: o.balance,
       seed: o.seed, // the same seed as `graft train`: fine-tuning starts from the very head it would train
     });
-    const pj = probe.head.toJSON();
-    if (pj.kind === 'knn') throw new Error('unreachable');
-    const H = pj.kind === 'mlp' ? pj.params.W1.shape[0]! : 0;
-    const specs = denseParams(pj.kind, d, H, C);
-    let values: Float32Array[] = specs.map((q) => dec((pj.params as Record<string, { base64: string }>)[q.name]!));
+    if (!(probe.head instanceof DenseHead)) throw new Error('unreachable: a fine-tuned head is dense');
+    const probeValues = probe.head.values;
+    const kind = probeValues.kind;
+    const H = probeValues.H;
+    const specs = denseParams(kind, d, H, C);
+    let values: Float32Array[] = probeValues.params.map((p) => p.slice());
     if (o.probeEpochs === 0) {
       // Glorot-like small random matrices, zero biases.
       const rng = mulberry32(deriveSeed(o.seed, 12));
       values = specs.map((q) => (q.matrix ? glorotUniform(q.dims[0]!, q.dims[1]!, rng) : new Float32Array(q.dims[0]!)));
     }
-    const start: DenseHeadValues = { kind: pj.kind, d, C, H, mean: dec(pj.mean), std: dec(pj.std), params: values };
+    const start: DenseHeadValues = { kind, d, C, H, mean: probeValues.mean, std: probeValues.std, params: values };
     const train1 = withHead(suffix.bytes, featureTensor, start, o.dropout > 0);
     const eval1 = withHead(suffix.bytes, featureTensor, start, false);
     const hg = train1.head;
@@ -110,8 +112,8 @@ export class FinetuneSession {
     let ok = false;
     try {
       const rowWeights = o.balance ? classWeights(train.y, C) : undefined;
-      const head = { names: headNames, mask: hg.mask, logits: hg.logits, mean: hg.weight('mean'), std: hg.weight('std'), maskWidth: pj.kind === 'linear' ? d : H };
-      const s = new FinetuneSession(trainBytes, evalSession, featureTensor, cutShape, C, d, trainable, bnNodes.map((n) => n.input![3]!), pj, head, o, rowWeights, shapes);
+      const head = { names: headNames, mask: hg.mask, logits: hg.logits, mean: hg.weight('mean'), std: hg.weight('std'), maskWidth: kind === 'linear' ? d : H };
+      const s = new FinetuneSession(trainBytes, evalSession, featureTensor, cutShape, C, d, trainable, bnNodes.map((n) => n.input![3]!), start, classes, head, o, rowWeights, shapes);
       const add = (key: string, name: string, value: Float32Array, lrMul: number, decay: boolean) =>
         s.params.push({ key, name, value, m: new Float32Array(value.length), s: new Float32Array(value.length), lrMul, decay });
       for (const name of trainable) add(`w:${name}`, name, weights[name]!, o.backboneLrFactor, convs.includes(name) && dims(name).length > 1);
@@ -271,9 +273,8 @@ export class FinetuneSession {
     const weights: Record<string, Float32Array> = {};
     for (const p of this.params) if (p.key.startsWith('w:')) weights[p.name] = p.value.slice();
     for (const [name, v] of Object.entries(this.statistics)) weights[name] = v.slice();
-    const params: Record<string, ReturnType<typeof encodeFloat32>> = {};
-    for (const p of this.params) if (p.key.startsWith('head:')) params[p.key.slice(5)] = encodeFloat32(p.value, this.shapes.get(p.name)!);
-    const head = headFromJSON({ ...this.probeJson, params, training: { kind: this.probeJson.kind, finetune: true, ...extra } });
+    const params = this.params.filter((p) => p.key.startsWith('head:')).map((p) => p.value.slice());
+    const head = new DenseHead([...this.classes], { ...this.start, params }, { kind: this.start.kind, finetune: true, ...extra });
     return { weights, head };
   }
 

@@ -24,7 +24,20 @@ function clipBounds(c: RuleCtx, inputs: string[]): [number, number] {
 register({
   Identity: (_n, [dy]) => [dy],
   // Masks from the output, so the input need not be kept.
-  Relu: (n, [dy], c) => [dy && where(c, c.w.op('Greater', [n.outputs[0]!, c.w.scalar(0)]), dy)],
+  Relu: (n, [dy], c) => {
+    if (!dy) return [];
+    const y = n.outputs[0]!;
+    const d = c.dims(y);
+    if (c.conv.reluMask === 'conv' && d.length === 4) {
+      // y ≥ 0: 1 − relu(1 − 2¹²⁶·y) is 0 where y = 0 and 1 for every normal y > 0 (2¹²⁶·y ≥ 1 from 2⁻¹²⁶ up;
+      // an overflow to ∞ still gives 1).
+      const C = d[1]!;
+      const lin = (t: string, w: number, b: number) => c.w.op('Conv', [t, c.w.floats([C, 1, 1, 1], new Float32Array(C).fill(w)), c.w.floats([C], new Float32Array(C).fill(b))], { group: C });
+      const mask = lin(c.w.op('Relu', [lin(y, -(2 ** 126), 1)]), -1, 1);
+      return [c.w.op('Mul', [dy, mask])];
+    }
+    return [where(c, c.w.op('Greater', [y, c.w.scalar(0)]), dy)];
+  },
   // y strictly inside (lo, hi) ⇔ x inside.
   Clip: (n, [dy], c) => {
     if (!dy) return [];

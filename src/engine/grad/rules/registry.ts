@@ -17,6 +17,13 @@ export interface ConvMethods {
   depthwiseFilterGrad: 'grouped-conv' | 'taps' | 'unfold';
   /** 1×1 stride-1 filter gradient: batched MatMul, or the general Conv formulation. */
   pointwiseFilterGrad: 'matmul' | 'conv';
+  /**
+   * ReLU mask of a 4-D activation: a Cast comparison, or min(1, 2¹²⁶·y) written as depthwise 1×1 Convs and a Relu,
+   * ops ONNX Runtime keeps in its blocked NCHWc layout (the comparison makes it reorder to NCHW and back). 'auto':
+   * the Convs when every weight is a constant (ORT then runs the convolutions in NCHWc), the comparison when weights
+   * are trained (graph inputs: ORT keeps NCHW, where grouped 1×1 Convs would only add work).
+   */
+  reluMask: 'cast' | 'conv' | 'auto';
 }
 
 export interface RuleCtx {
