@@ -78,7 +78,8 @@ async function inputGradient(label: string, bytes: Uint8Array, input: string, lo
   // take CPU from the one being timed (ResNet-50's gradient step: 110 ms alone, ~145 ms beside a forward session).
   const f: number[] = [];
   const g: number[] = [];
-  for (let round = 0; round < 2; round++) {
+  // Four rounds: this VM's speed drifts by up to 2x between minutes, and each round pairs the two measurements.
+  for (let round = 0; round < 4; round++) {
     const fwd = await createSession(bytes, { where: 'bench', threads, spinning: true });
     f.push(...(await timed(() => fwd.run(feed), quick ? 5 : 10)));
     await fwd.release();
