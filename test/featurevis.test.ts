@@ -17,6 +17,7 @@ import { dream } from '../src/vision/dream.js';
 import { fftPlan, naiveDft } from '../src/vision/featurevis/fft.js';
 import { channel, classLogit, classLogProb, describe as describeObjective, direction, diversity, diversityGrad, geometry, matchClass, neuron, objectiveModel, parseObjective, sum, scale } from '../src/vision/featurevis/objectives.js';
 import { applyColour, colourMatrix, FourierBasis, makeParam, spectrumScale } from '../src/vision/featurevis/param.js';
+import { createParam, fourierParamOnOrt } from '../src/vision/featurevis/param-ort.js';
 import { renderVis } from '../src/vision/featurevis/render.js';
 import { shortNames } from '../src/vision/featurevis/sheet.js';
 import { compose, drawChain, drawView, jitter, pad, randomRotate, randomScale, Sampler, standardTransforms, viewFor } from '../src/vision/featurevis/transforms.js';
@@ -127,6 +128,37 @@ describe('parameterisations', () => {
           assert.ok(Math.abs(fd - grad[i]!) < 2e-3 * Math.max(1, Math.abs(fd)), `param ${i}: fd ${fd} vs ${grad[i]}`);
         }
       });
+
+  // The Fourier parameterisation renderVis runs (dense DFT matrices on ONNX Runtime) against the float64 FFT
+  // reference: same initial values, same pixels, same adjoint, for even and odd sizes, with and without colour.
+  for (const [n, h, w] of [[2, 6, 5], [1, 7, 8], [1, 32, 30]] as const)
+    for (const decorrelate of [false, true])
+      test(`fourier on ONNX Runtime ${n}x${h}x${w}${decorrelate ? ' + decorrelated' : ''} = the FFT reference (pixels and adjoint)`, async () => {
+        const opts = { kind: 'fourier' as const, decorrelate, sd: 0.5 };
+        const ref = makeParam(n, h, w, opts, mulberry32(3));
+        const p = await fourierParamOnOrt(n, h, w, opts, mulberry32(3), 1);
+        try {
+          assert.deepEqual(p.params, ref.params);
+          const want = ref.render().slice();
+          const got = await p.render(new Float32Array(want.length));
+          for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i]! - want[i]!) < 1e-6, `pixel ${i}: ${got[i]} vs ${want[i]}`);
+          const g = rand(want.length, 12);
+          const gw = ref.backward(g).slice();
+          const gg = await p.backward(g, got, new Float32Array(gw.length));
+          const scaleG = Math.max(...gw.map(Math.abs));
+          for (let i = 0; i < gw.length; i++) assert.ok(Math.abs(gg[i]! - gw[i]!) < 1e-5 * scaleG, `param ${i}: ${gg[i]} vs ${gw[i]}`);
+        } finally {
+          await p.release();
+        }
+      });
+
+  test('createParam: pixel stays in JavaScript with the same values as makeParam', async () => {
+    const p = await createParam(1, 5, 4, { kind: 'pixel', decorrelate: true, sd: 0.5 }, mulberry32(9));
+    const ref = makeParam(1, 5, 4, { kind: 'pixel', decorrelate: true, sd: 0.5 }, mulberry32(9));
+    const x = await p.render(new Float32Array(60));
+    assert.deepEqual(x, ref.render());
+    await p.release();
+  });
 
   test('seeded: the same seed gives the same initial values, another seed others', () => {
     const a = makeParam(1, 8, 8, { kind: 'fourier' }, mulberry32(1)).render().slice();

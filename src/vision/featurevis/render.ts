@@ -9,7 +9,8 @@ import { InterruptedError } from '../../errors.js';
 import type { RgbImage } from '../../image/decode.js';
 import { deriveSeed, mulberry32 } from '../../util/random.js';
 import type { ObjectiveModel } from './objectives.js';
-import { makeParam, type ParamOptions } from './param.js';
+import type { ParamOptions } from './param.js';
+import { createParam } from './param-ort.js';
 import { drawChain, Sampler, viewFor, type Transform } from './transforms.js';
 
 export interface RenderOptions {
@@ -132,7 +133,7 @@ export async function renderVis(models: ObjectiveModel[], opts: RenderOptions = 
   const seed = opts.seed ?? 0;
   const transforms = opts.transforms ?? [];
   // Independent streams: the initial values and the transforms' draws.
-  const param = makeParam(n, h, w, opts.param ?? { kind: 'fourier' }, mulberry32(deriveSeed(seed, 1)));
+  const param = await createParam(n, h, w, opts.param ?? { kind: 'fourier' }, mulberry32(deriveSeed(seed, 1)));
   const rng = mulberry32(deriveSeed(seed, 2));
   const adam = new Adam(param.params.length, opts.lr ?? 0.05);
   const per = h * w * 3;
@@ -143,39 +144,43 @@ export async function renderVis(models: ObjectiveModel[], opts: RenderOptions = 
   const C = first.model.classes.length;
   const cls = first.classIndices[0];
   const history: RenderResult['history'] = [];
-  for (let step = 1; step <= steps; step++) {
-    param.render(x);
-    gx.fill(0);
-    const chain = drawChain(transforms, { w, h }, rng);
-    let loss = 0;
-    let probability = NaN;
-    for (const [mi, m] of models.entries()) {
-      const view = viewFor(chain, { w: m.size[1], h: m.size[0] });
-      const sampler = new Sampler(view, w, h, opts.fill ?? 0.5);
-      const r = await m.evaluate(sampler.forward(x, n));
-      loss += r.loss / models.length;
-      if (models.length > 1) for (let i = 0; i < r.grad.length; i++) r.grad[i]! /= models.length;
-      sampler.adjointInto(r.grad, n, gx);
-      if (mi === 0 && cls !== undefined) probability = softmaxAt(r.logits, 0, C, cls);
-    }
-    if (tv > 0) for (let b = 0; b < n; b++) loss += tvLossInto(x, h, w, tv * h, gx, b * per);
-    if (l2 > 0) {
-      let s = 0;
-      for (let i = 0; i < x.length; i++) {
-        const d = x[i]! - 0.5;
-        s += d * d;
-        gx[i]! += (2 * l2 * d) / per;
+  try {
+    for (let step = 1; step <= steps; step++) {
+      await param.render(x);
+      gx.fill(0);
+      const chain = drawChain(transforms, { w, h }, rng);
+      let loss = 0;
+      let probability = NaN;
+      for (const [mi, m] of models.entries()) {
+        const view = viewFor(chain, { w: m.size[1], h: m.size[0] });
+        const sampler = new Sampler(view, w, h, opts.fill ?? 0.5);
+        const r = await m.evaluate(sampler.forward(x, n));
+        loss += r.loss / models.length;
+        if (models.length > 1) for (let i = 0; i < r.grad.length; i++) r.grad[i]! /= models.length;
+        sampler.adjointInto(r.grad, n, gx);
+        if (mi === 0 && cls !== undefined) probability = softmaxAt(r.logits, 0, C, cls);
       }
-      loss += (l2 * s) / per;
+      if (tv > 0) for (let b = 0; b < n; b++) loss += tvLossInto(x, h, w, tv * h, gx, b * per);
+      if (l2 > 0) {
+        let s = 0;
+        for (let i = 0; i < x.length; i++) {
+          const d = x[i]! - 0.5;
+          s += d * d;
+          gx[i]! += (2 * l2 * d) / per;
+        }
+        loss += (l2 * s) / per;
+      }
+      await param.backward(gx, x, gp);
+      adam.step(param.params, gp);
+      const rec = { step, loss, probability };
+      history.push(rec);
+      opts.onStep?.(rec);
+      if (opts.onImage && (step % (opts.imageEvery ?? 10) === 0 || step === steps)) opts.onImage(step, toPictures(await param.render(x), n, w, h));
+      if (opts.signal?.aborted) throw new InterruptedError(`ideal image stopped at step ${step}`);
     }
-    param.backward(gx, gp);
-    adam.step(param.params, gp);
-    const rec = { step, loss, probability };
-    history.push(rec);
-    opts.onStep?.(rec);
-    if (opts.onImage && (step % (opts.imageEvery ?? 10) === 0 || step === steps)) opts.onImage(step, toPictures(param.render(x), n, w, h));
-    if (opts.signal?.aborted) throw new InterruptedError(`ideal image stopped at step ${step}`);
+    await param.render(x);
+  } finally {
+    await param.release();
   }
-  param.render(x);
   return { images: toPictures(x, n, w, h), pixels: x.slice(), history, seconds: (performance.now() - t0) / 1000 };
 }
