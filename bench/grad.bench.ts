@@ -8,7 +8,7 @@
  *   1. input-gradient step, batch 1 (MobileNet v1 0.75; ResNet-50 architecture with random weights): ms and the
  *      ratio to ORT's forward of the same model;
  *   2. fine-tuning steps at batch 16 (--finetune all / 2 / 1 of the shared MobileNet, linear head, AdamW update
- *      included): img/s; peak RSS;
+ *      included): img/s, and the ratio to the same step on the TF.js wasm executor (the engine before); peak RSS;
  *   3. dream (200 steps) and attack (PGD, 2/255, target tabby) on the shared MobileNet: seconds;
  *   4. per-layer formulations of the convolution gradients (what build.ts's DEFAULT_CONV_METHODS chose).
  */
@@ -30,6 +30,7 @@ import { attackImage } from '../src/vision/attack.js';
 import { loadClassifier } from '../src/vision/classifier.js';
 import { dream } from '../src/vision/dream.js';
 import { resnetOnnx } from '../test/helpers/resnet.js';
+import { setBackend, tf, TfExecutor } from '../test/helpers/tf/index.js';
 
 const shared = resolve(process.env.GRAFT_SHARED ?? join(import.meta.dirname, '..', '..', 'shared'));
 const mobilenetPath = join(shared, 'models', 'mobilenet_v1_0.75_224.onnx');
@@ -115,8 +116,13 @@ await inputGradient('ResNet-50 architecture, random weights', resnetOnnx(), 'inp
 // ---------------------------------------------------------------------------------------------------------------
 // 2. Fine-tuning steps
 console.log('\n## 2. Fine-tuning step, batch 16, linear head, AdamW (img/s)\n');
-console.log('| blocks | step ms | img/s |');
-console.log('|---|---|---|');
+console.log('The same step on the TF.js wasm executor graft trained with before (kept as the tests\' reference, test/helpers/tf),');
+console.log('alternated with it in blocks: this VM\'s speed drifts by up to 1.5x between minutes, the ratio much less.\n');
+console.log('| blocks | step ms | img/s | alternated with TF.js: ONNX Runtime ms | TF.js ms | TF.js / ONNX Runtime |');
+console.log('|---|---|---|---|---|---|');
+// wasm memory never shrinks: the peak RSS of graft's own fine-tuning is taken before the TF.js executor first runs.
+let ortPeakRss = 0;
+await setBackend('wasm');
 const model = parseOnnx(mobilenet, mobilenetPath);
 const B = 16;
 for (const blocks of ['all', 2, 1] as const) {
@@ -141,12 +147,32 @@ for (const blocks of ['all', 2, 1] as const) {
     const r = await prog.run({ [inputName]: x, targets, ...values });
     adamwUpdate(adam, params.map((p) => r.grads[p]!), { lr: 1e-5, beta1: 0.9, t: t++, scale: 1, weightDecay: 1e-4 });
   };
-  const [ms] = await interleaved([step], quick ? 5 : 10);
+  const [alone] = await interleaved([step], quick ? 5 : 10);
   sampleRss();
-  console.log(`| --finetune ${blocks} (${params.length - 2} weight tensors) | ${fmt(ms!)} | ${fmt((B * 1000) / ms!)} |`);
+  if (blocks === 'all') ortPeakRss = peakRss;
+  // The TF.js executor's step: the same graph, weights, batch and loss; gradients read back, AdamW in JavaScript and
+  // the new values assigned, as graft's fine-tuning did on it.
+  const ex = await TfExecutor.load(parseOnnx(bytes, 'bench'), { backend: 'wasm', outputs: [hg.logits], trainable: params });
+  const xs = tf.tensor(x, [B, ...cutDims]);
+  const tt = tf.tensor2d(targets, [B, C]);
+  const vars = params.map((p) => ex.variables[p]!);
+  const tfValues = params.map((p) => values[p]!.slice());
+  const tfAdam: AdamParam[] = tfValues.map((v) => ({ value: v, m: new Float32Array(v.length), s: new Float32Array(v.length), lrMul: 1, decay: true }));
+  let tTf = 0;
+  const tfStep = async () => {
+    const { value, grads } = tf.variableGrads(() => tf.neg(tf.sum(tf.mul(tt, tf.logSoftmax(ex.run(xs)[hg.logits]!)))) as tf.Scalar, vars);
+    const gs = vars.map((v) => grads[v.name]!.dataSync() as Float32Array);
+    adamwUpdate(tfAdam, gs, { lr: 1e-5, beta1: 0.9, t: tTf++, scale: 1, weightDecay: 1e-4 });
+    vars.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(tfValues[i]!, v.shape))));
+    for (const t of [value, ...Object.values(grads)]) t.dispose();
+  };
+  const [ms, msTf] = await interleaved([step, tfStep], quick ? 5 : 10);
+  console.log(`| --finetune ${blocks} (${params.length - 2} weight tensors) | ${fmt(alone!)} | ${fmt((B * 1000) / alone!)} | ${fmt(ms!)} | ${fmt(msTf!)} | ${fmt(msTf! / ms!, 2)}x |`);
+  for (const t of [xs, tt]) t.dispose();
+  ex.dispose();
   await prog.release();
 }
-console.log(`\npeak RSS so far: ${fmt(peakRss / 2 ** 20, 0)} MB`);
+console.log(`\npeak RSS of the ONNX Runtime fine-tuning (--finetune all at batch 16, bench process): ${fmt(ortPeakRss / 2 ** 20, 0)} MB`);
 
 /** Shape of a tensor (without the batch axis), from one forward pass at batch 1. */
 async function tensorDims(bytes: Uint8Array, tensor: string): Promise<number[]> {
