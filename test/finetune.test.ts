@@ -422,6 +422,8 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     const j = JSON.parse(r.stdout);
     assert.equal(j.cut.tensor, 'r0');
     assert.equal(j.validation.accuracy, 1);
+    // --batch-size is the training batch too (the default 32 here).
+    assert.equal((JSON.parse(readFileSync(join(out, 'finetune-options.json'), 'utf8')) as { finetune: { batchSize?: number } }).finetune.batchSize, 32);
     const initial = () => (JSON.parse(readFileSync(join(out, 'metrics.json'), 'utf8')) as { initial?: unknown }).initial;
     const before = initial();
     assert.ok(before, 'metrics.json has "initial"');
@@ -429,6 +431,10 @@ describe('fine-tuning run: folder, predict, eval, resume', () => {
     assert.equal(again.status, 0, `stderr: ${again.stderr}`);
     assert.equal(JSON.parse(again.stdout).bestEpoch, j.bestEpoch);
     assert.deepEqual(initial(), before, 'graft train --resume: metrics.json keeps the same "initial" block');
+    const small = join(dir, 'cli-batch');
+    const b4 = cli('train', ...base, '--out', small, '--finetune', '1', '--epochs', '1', '--batch-size', '4', '--json', '-q');
+    assert.equal(b4.status, 0, `stderr: ${b4.stderr}`);
+    assert.equal((JSON.parse(readFileSync(join(small, 'finetune-options.json'), 'utf8')) as { finetune: { batchSize?: number } }).finetune.batchSize, 4);
     const bad = cli('train', ...base, '--out', join(dir, 'cli-bad'), '--finetune', '7');
     assert.equal(bad.status, 1, `stderr: ${bad.stderr}`);
     assert.match(bad.stderr, /from 1 to 2/);

@@ -41,7 +41,8 @@ export interface FinetuneFlags {
 
 /** FinetuneOptions from the flags that were given (the rest keep the library defaults). */
 export function finetuneOptions(o: FinetuneFlags): FinetuneOptions {
-  const keys = ['epochs', 'lr', 'weightDecay', 'dropout', 'patience', 'backboneLrFactor', 'schedule', 'warmup', 'labelSmoothing', 'clipNorm', 'balance', 'trainBn', 'hidden'] as const;
+  // batchSize: with --finetune a training step is one forward pass, so --batch-size is its batch too.
+  const keys = ['epochs', 'lr', 'weightDecay', 'dropout', 'patience', 'backboneLrFactor', 'schedule', 'warmup', 'labelSmoothing', 'clipNorm', 'balance', 'trainBn', 'hidden', 'batchSize'] as const;
   const f: Record<string, unknown> = {};
   for (const k of keys) if (o[k] !== undefined) f[k] = o[k];
   if (o.head !== undefined) f.head = o.head;

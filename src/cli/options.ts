@@ -66,7 +66,7 @@ export function addModelOptions(cmd: Command): Command {
     .addOption(new Option('--channel-order <order>', 'channel order').choices(['RGB', 'BGR']))
     .option('--feature-node <name>', 'output or node whose tensor is the feature vector (see the model outputs)')
     .option('--threads <n>', 'ONNX Runtime threads (default: all cores)', intArg('--threads'))
-    .option('--batch-size <n>', 'images per forward pass', intArg('--batch-size'), 32)
+    .option('--batch-size <n>', 'images per forward pass (with --finetune also the training batch)', intArg('--batch-size'), 32)
     .option('--no-cache', 'do not read or write the feature cache')
     .option('--cache-dir <dir>', 'feature cache folder (default: $GRAFT_HOME/features)');
 }

@@ -157,7 +157,10 @@ export class FinetuneSession {
 
   /** Class probabilities of every row of a set (no augmentation, batch norm in inference mode), n × C. */
   async proba(set: CutSet): Promise<Float32Array> {
-    const { logits } = await runEval(this.evalSession, set, this.cutShape, this.weightFeeds(), this.shapes, this.featureTensor, this.head.logits, this.C, this.d);
+    // Evaluated in batches of the training batch size: ONNX Runtime's arena keeps the largest batch's activations
+    // beside the training program's for the rest of the run (--finetune all, batch 16: peak RSS 2.79 GB with
+    // evaluation batches of 64, see docs/benchmarks.md).
+    const { logits } = await runEval(this.evalSession, set, this.cutShape, this.weightFeeds(), this.shapes, this.featureTensor, this.head.logits, this.C, this.d, this.o.batchSize);
     return softmaxRowsInPlace(logits, this.C);
   }
 
@@ -314,7 +317,7 @@ async function suffixFeatures(suffix: Uint8Array, featureTensor: string, cutShap
 }
 
 /** Features and logits of every row of a set through the evaluation graph, 64 rows at a time. */
-async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: number[], weights: Record<string, Float32Array>, shapes: Map<string, number[]>, featureTensor: string, logitsTensor: string, C: number, d: number): Promise<{ features: Float32Array; logits: Float32Array }> {
+async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: number[], weights: Record<string, Float32Array>, shapes: Map<string, number[]>, featureTensor: string, logitsTensor: string, C: number, d: number, batch: number): Promise<{ features: Float32Array; logits: Float32Array }> {
   const per = cutShape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(set.n * d);
   const logits = new Float32Array(set.n * C);
@@ -325,8 +328,8 @@ async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: num
     wt[name] = new ort.Tensor('float32', v, dims);
   }
   const input = session.inputNames[0]!;
-  for (let s = 0; s < set.n; s += 64) {
-    const n = Math.min(64, set.n - s);
+  for (let s = 0; s < set.n; s += batch) {
+    const n = Math.min(batch, set.n - s);
     const x = set.x.subarray(s * per, (s + n) * per);
     const out = await session.run({ ...wt, [input]: new ort.Tensor('float32', x, [n, ...cutShape]) });
     features.set(out[featureTensor]!.data as Float32Array, s * d);
