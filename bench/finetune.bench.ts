@@ -4,7 +4,7 @@
  * 1. `--finetune 1` with the defaults: time from start until validation accuracy first reaches 0.98 (the linear
  *    probe that starts fine-tuning counts), final accuracy, training img/s (steps only).
  * 2. `--finetune 2`: training img/s over one epoch.
- * 3. `--finetune all` (the whole network on the TF.js executor): training img/s over one epoch of a 256-image
+ * 3. `--finetune all` (the whole network, batch 16): training img/s over one epoch of a 256-image
  *    subset (128 cats + 128 dogs; validation 100).
  * The prefix cache lives in a temporary folder, so every prefix pass is computed (cold), and its time is printed.
  */
@@ -64,7 +64,7 @@ try {
   const rows = [
     { setting: 'last 1 block, cached prefix', images: one.counts.train, prefixSeconds: one.seconds.prefix, imgPerSec: trainImgPerSec(one), valAccuracy: one.validation.accuracy },
     { setting: 'last 2 blocks, cached prefix', images: two.counts.train, prefixSeconds: two.seconds.prefix, imgPerSec: trainImgPerSec(two), valAccuracy: two.validation.accuracy },
-    { setting: 'all (whole network on the executor)', images: small.counts.train, prefixSeconds: small.seconds.prefix, imgPerSec: trainImgPerSec(small), valAccuracy: small.validation.accuracy },
+    { setting: 'all (the whole network)', images: small.counts.train, prefixSeconds: small.seconds.prefix, imgPerSec: trainImgPerSec(small), valAccuracy: small.validation.accuracy },
   ];
   console.log('\nfine-tuning throughput (training steps: forward + backward + AdamW; batch 32, 16 for all):');
   for (const r of rows) console.log(`  ${r.setting.padEnd(38)} ${r.imgPerSec.toFixed(1).padStart(6)} img/s   (prefix pass ${r.prefixSeconds.toFixed(1)} s for ${r.images} + val images; val acc ${r.valAccuracy.toFixed(4)})`);
