@@ -158,8 +158,8 @@ export class FinetuneSession {
   /** Class probabilities of every row of a set (no augmentation, batch norm in inference mode), n × C. */
   async proba(set: CutSet): Promise<Float32Array> {
     // Evaluated in batches of the training batch size: ONNX Runtime's arena keeps the largest batch's activations
-    // beside the training program's for the rest of the run (--finetune all, batch 16: peak RSS 2.79 GB with
-    // evaluation batches of 64, see docs/benchmarks.md).
+    // beside the training program's for the rest of the run (--finetune all on 256 photos, training batch 32:
+    // peak RSS 2.79 GB with evaluation batches of 64, 2.41 GB with 32; see docs/benchmarks.md).
     const { logits } = await runEval(this.evalSession, set, this.cutShape, this.weightFeeds(), this.shapes, this.featureTensor, this.head.logits, this.C, this.d, this.o.batchSize);
     return softmaxRowsInPlace(logits, this.C);
   }
@@ -316,7 +316,7 @@ async function suffixFeatures(suffix: Uint8Array, featureTensor: string, cutShap
   }
 }
 
-/** Features and logits of every row of a set through the evaluation graph, 64 rows at a time. */
+/** Features and logits of every row of a set through the evaluation graph, `batch` rows at a time. */
 async function runEval(session: ort.InferenceSession, set: CutSet, cutShape: number[], weights: Record<string, Float32Array>, shapes: Map<string, number[]>, featureTensor: string, logitsTensor: string, C: number, d: number, batch: number): Promise<{ features: Float32Array; logits: Float32Array }> {
   const per = cutShape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(set.n * d);

@@ -19,7 +19,8 @@ import { Tensor } from 'onnxruntime-node';
 import { createSession } from '../../engine/ort.js';
 import { OnnxBuilder } from '../../models/importers/onnx-builder.js';
 import type { Rng } from '../../util/random.js';
-import { colourMatrix, gaussian, makeParam, spectrumScale, type ParamOptions } from './param.js';
+import { transpose } from '../../learn/kernels.js';
+import { colourMatrix, initialParams, makeParam, spectrumScale, type ParamOptions } from './param.js';
 
 /** A parameterisation whose render and adjoint run elsewhere (here: an ONNX Runtime session each). */
 export interface AsyncParameterisation {
@@ -67,7 +68,7 @@ function fourierMatrices(h: number, w: number, decay: number) {
 
 function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
   const t = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c]!;
+  transpose(a, rows, cols, t);
   return t;
 }
 
@@ -117,11 +118,7 @@ export async function fourierParamOnOrt(n: number, h: number, w: number, opts: P
   const fwd = await createSession(f.build({ producer: 'graft', graphName: 'fourier' }), { where, threads, spinning: false });
   const adj = await createSession(b.build({ producer: 'graft', graphName: 'fourier-adjoint' }), { where, threads, spinning: false });
 
-  // Initial values drawn exactly as param.ts draws them (same stream, same order).
-  const normal = gaussian(rng);
-  const sd = opts.sd ?? 0.01;
-  const params = new Float32Array(N3 * h * 2 * wh);
-  for (let i = 0; i < params.length; i++) params[i] = normal() * sd;
+  const params = initialParams(n, h, w, opts, rng);
   const pixelDims = [n, h, w, 3];
   const run = async (s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, name: string, out: Float32Array) => {
     const r = await s.run(feeds);

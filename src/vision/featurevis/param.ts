@@ -223,16 +223,25 @@ export class FourierBasis {
   }
 }
 
+/** The raw values' count for n images of h × w (a spectrum per channel for fourier, the pixels for pixel). */
+export function paramCount(n: number, h: number, w: number, kind: ParamKind): number {
+  return kind === 'fourier' ? n * 3 * h * (Math.floor(w / 2) + 1) * 2 : n * h * w * 3;
+}
+
+/** Initial raw values: N(0, sd²) from `rng` (sd default 0.01, Lucent's); every parameterisation draws them so. */
+export function initialParams(n: number, h: number, w: number, opts: ParamOptions, rng: Rng): Float32Array {
+  const normal = gaussian(rng);
+  const sd = opts.sd ?? 0.01;
+  return Float32Array.from({ length: paramCount(n, h, w, opts.kind) }, () => normal() * sd);
+}
+
 export function makeParam(n: number, h: number, w: number, opts: ParamOptions, rng: Rng): Parameterisation {
   const decorrelate = opts.decorrelate ?? true;
-  const sd = opts.sd ?? 0.01;
-  const normal = gaussian(rng);
   const M = colourMatrix();
   const per = h * w * 3;
   const basis = opts.kind === 'fourier' ? new FourierBasis(h, w, opts.decay ?? 1) : undefined;
   const chanLen = basis ? h * basis.wh * 2 : 0;
-  const params = new Float32Array(opts.kind === 'fourier' ? n * 3 * chanLen : n * per);
-  for (let i = 0; i < params.length; i++) params[i] = normal() * sd;
+  const params = initialParams(n, h, w, opts, rng);
   let x: Float32Array = new Float32Array(n * per);
   const tmp = new Float32Array(n * per);
 
