@@ -239,7 +239,7 @@ if (!quick) {
   console.log('| layer (batch) | formulation ms |');
   console.log('|---|---|');
   for (const [c, h, s] of [[24, 112, 1], [48, 112, 2], [96, 56, 1], [192, 28, 1], [384, 14, 1], [768, 7, 1]] as const) {
-    await compare(`depthwise 3x3 C=${c} ${h}x${h} s${s}, filter grad (16)`, layer(c, c, c, 3, h, s), 16, 'W', [{ depthwiseFilterGrad: 'grouped-conv' }, { depthwiseFilterGrad: 'unfold' }, { depthwiseFilterGrad: 'taps' }]);
+    await compare(`depthwise 3x3 C=${c} ${h}x${h} s${s}, filter grad (16)`, layer(c, c, c, 3, h, s), 16, 'W', [{ depthwiseFilterGrad: 'grouped-conv' }, { depthwiseFilterGrad: 'unfold' }, { depthwiseFilterGrad: 'taps' }, ...(s === 1 ? [{ depthwiseFilterGrad: 'shifted-matmul' as const }] : [])]);
   }
   for (const [c, h, s] of [[24, 112, 1], [48, 112, 2], [192, 28, 1], [384, 14, 2]] as const) {
     await compare(`depthwise 3x3 C=${c} ${h}x${h} s${s}, input grad (1)`, layer(c, c, c, 3, h, s), 1, 'x', [{ inputGrad: 'conv' }, { inputGrad: 'conv-transpose' }]);
@@ -248,6 +248,7 @@ if (!quick) {
     await compare(`pointwise ${cin}→${cout} ${h}x${h}, filter grad (16)`, layer(cin, cout, 1, 1, h, 1), 16, 'W', [{ pointwiseFilterGrad: 'matmul' }, { pointwiseFilterGrad: 'conv' }]);
     await compare(`pointwise ${cin}→${cout} ${h}x${h}, input grad (1)`, layer(cin, cout, 1, 1, h, 1), 1, 'x', [{ inputGrad: 'conv' }, { inputGrad: 'conv-transpose' }]);
   }
+  await compare('3x3 conv 3→24 224x224 s2 (stem), filter grad (16)', layer(3, 24, 1, 3, 224, 2), 16, 'W', [{ denseFilterGrad: 'conv' }, { denseFilterGrad: 'unfold' }]);
   await compare('3x3 conv 3→24 224x224 s2 (stem), input grad (1)', layer(3, 24, 1, 3, 224, 2), 1, 'x', [{ inputGrad: 'conv' }, { inputGrad: 'conv-transpose' }]);
 }
 clearInterval(rssTimer);

@@ -123,9 +123,10 @@ function convCase(x: number[], w: number[], out: number[], attrs: Record<string,
 }
 
 const ALL_CONV: Partial<ConvMethods>[] = [
-  { inputGrad: 'conv', depthwiseFilterGrad: 'grouped-conv', pointwiseFilterGrad: 'matmul' },
+  { inputGrad: 'conv', depthwiseFilterGrad: 'grouped-conv', denseFilterGrad: 'conv', pointwiseFilterGrad: 'matmul' },
   { inputGrad: 'conv-transpose', depthwiseFilterGrad: 'unfold', pointwiseFilterGrad: 'conv' },
   { inputGrad: 'auto', depthwiseFilterGrad: 'taps' },
+  { inputGrad: 'auto', depthwiseFilterGrad: 'shifted-matmul', denseFilterGrad: 'unfold' },
 ];
 
 describe('convolution rules (every formulation) vs float64 finite differences', () => {
@@ -137,6 +138,8 @@ describe('convolution rules (every formulation) vs float64 finite differences', 
     ['5x3 kernel, stride (2,1), no pads', convCase([1, 2, 9, 6], [2, 2, 5, 3], [1, 2, 3, 4], { strides: [2, 1] })],
     ['grouped (g=2)', convCase([1, 4, 5, 5], [6, 2, 3, 3], [1, 6, 5, 5], { group: 2, pads: [1, 1, 1, 1] })],
     ['depthwise stride 1', convCase([2, 4, 6, 6], [4, 1, 3, 3], [2, 4, 6, 6], { group: 4, pads: [1, 1, 1, 1] })],
+    ['depthwise 3x3 dilation 2, pads 2', convCase([2, 3, 7, 6], [3, 1, 3, 3], [2, 3, 7, 6], { group: 3, dilations: [2, 2], pads: [2, 2, 2, 2] })],
+    ['depthwise 3x2 kernel, asymmetric pads', convCase([2, 3, 6, 5], [3, 1, 3, 2], [2, 3, 5, 5], { group: 3, pads: [0, 1, 1, 0] })],
     ['depthwise stride 2', convCase([2, 4, 7, 7], [4, 1, 3, 3], [2, 4, 3, 3], { group: 4, strides: [2, 2] })],
     ['depthwise, channel multiplier 2', convCase([1, 3, 5, 5], [6, 1, 3, 3], [1, 6, 5, 5], { group: 3, pads: [1, 1, 1, 1] })],
     ['1x1 pointwise', convCase([2, 5, 4, 4], [3, 5, 1, 1], [2, 3, 4, 4], {}, false)],

@@ -46,7 +46,7 @@ export interface GradGraph {
 }
 
 /** Measured on MobileNet v1 0.75, batch 1 and 16 (docs/benchmarks.md, `npm run bench:grad`). */
-export const DEFAULT_CONV_METHODS: ConvMethods = { inputGrad: 'auto', depthwiseFilterGrad: 'grouped-conv', pointwiseFilterGrad: 'matmul', reluMask: 'auto' };
+export const DEFAULT_CONV_METHODS: ConvMethods = { inputGrad: 'auto', depthwiseFilterGrad: 'grouped-conv', denseFilterGrad: 'unfold', pointwiseFilterGrad: 'matmul', reluMask: 'auto' };
 
 export const LOSS_OUTPUT = 'loss';
 export const gradName = (t: string): string => `${t}__grad`;

@@ -13,8 +13,16 @@ export interface ConvMethods {
    * takes the Conv for stride 1 and ConvTranspose for strided convolutions (zero-upsampling costs more than it saves).
    */
   inputGrad: 'conv' | 'conv-transpose' | 'auto';
-  /** Depthwise filter gradient: one grouped Conv (the gradient as a huge kernel), or per-tap strided Slice × Mul → ReduceSum. */
-  depthwiseFilterGrad: 'grouped-conv' | 'taps' | 'unfold';
+  /**
+   * Depthwise filter gradient: one grouped Conv (the gradient as a huge kernel); per-tap strided Slice × Mul →
+   * ReduceSum; an unfold (one-hot Conv) and a batched MatMul; or, at stride 1, shifted copies and a batched MatMul.
+   */
+  depthwiseFilterGrad: 'grouped-conv' | 'taps' | 'unfold' | 'shifted-matmul';
+  /**
+   * Filter gradient of an ungrouped convolution with few input taps (C·kh·kw ≤ 64, e.g. a network's stem): an
+   * unfold (one Conv with constant one-hot weights) and a batched MatMul, or the general Conv formulation.
+   */
+  denseFilterGrad: 'unfold' | 'conv';
   /** 1×1 stride-1 filter gradient: batched MatMul, or the general Conv formulation. */
   pointwiseFilterGrad: 'matmul' | 'conv';
   /**
