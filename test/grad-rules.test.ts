@@ -143,6 +143,7 @@ describe('convolution rules (every formulation) vs float64 finite differences', 
     ['depthwise stride 2', convCase([2, 4, 7, 7], [4, 1, 3, 3], [2, 4, 3, 3], { group: 4, strides: [2, 2] })],
     ['depthwise, channel multiplier 2', convCase([1, 3, 5, 5], [6, 1, 3, 3], [1, 6, 5, 5], { group: 3, pads: [1, 1, 1, 1] })],
     ['1x1 pointwise', convCase([2, 5, 4, 4], [3, 5, 1, 1], [2, 3, 4, 4], {}, false)],
+    ['1x1 pointwise, more channels than positions', convCase([3, 6, 2, 2], [5, 6, 1, 1], [3, 5, 2, 2], {})],
     ['auto_pad SAME_UPPER stride 2', convCase([1, 2, 6, 6], [3, 2, 3, 3], [1, 3, 3, 3], { auto_pad: 'SAME_UPPER', strides: [2, 2] })],
     ['auto_pad SAME_LOWER', convCase([1, 2, 5, 5], [2, 2, 2, 2], [1, 2, 5, 5], { auto_pad: 'SAME_LOWER' })],
   ];
