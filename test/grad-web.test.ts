@@ -12,6 +12,7 @@ import { withOutputs } from '../src/onnx/cut.js';
 import { DT } from '../src/onnx/proto.js';
 import { tinyCnn } from './helpers/tiny-cnn.js';
 import { buildOnnx } from './helpers/onnx-builder.js';
+import { resnetOnnx } from './helpers/resnet.js';
 import { MOBILENET, SKIP_SHARED } from './helpers/shared.js';
 
 ortWeb.env.wasm.numThreads = 1;
@@ -50,6 +51,22 @@ test('onnxruntime-web computes the same fine-tuning gradients as onnxruntime-nod
     const x = Float32Array.from({ length: 4 * 3 * 8 * 8 }, (_, i) => Math.sin(i * 0.7));
     const t = Float32Array.from({ length: 12 }, (_, i) => (i % 3 === i % 4 % 3 ? 0.25 : 0));
     const { loss, worst } = await compare(prog, { input: x, t, ...prog.paramValues() });
+    assert.ok(Math.abs(loss[0] - loss[1]) < 1e-5 * Math.abs(loss[1]) + 1e-7, `loss ${loss[0]} vs ${loss[1]}`);
+    assert.ok(worst < 1e-5, `worst relative L2 difference ${worst}`);
+  } finally {
+    await prog.release();
+  }
+});
+
+test('onnxruntime-web: a small ResNet\'s input gradient (ReLU masks as 1x1 convolutions, ConvTranspose, max pool)', async () => {
+  const bytes = resnetOnnx({ stages: [1, 1], width: 8, size: 32, classes: 5 });
+  const prog = await GradientProgram.create(bytes, { batch: 2, wrt: ['input'], loss: [{ kind: 'dot', output: 'logits', weights: 'w' }] });
+  try {
+    // The formulations this test is for are in the graph (op types are plain strings in the protobuf).
+    for (const op of ['ConvTranspose', 'Clip', 'ScatterElements']) assert.ok(Buffer.from(prog.graph.bytes).includes(op), `no ${op} in the gradient graph`);
+    const x = Float32Array.from({ length: 2 * 3 * 32 * 32 }, (_, i) => Math.sin(i * 0.37));
+    const w = Float32Array.from({ length: 10 }, (_, i) => (i % 3) - 1);
+    const { loss, worst } = await compare(prog, { input: x, w });
     assert.ok(Math.abs(loss[0] - loss[1]) < 1e-5 * Math.abs(loss[1]) + 1e-7, `loss ${loss[0]} vs ${loss[1]}`);
     assert.ok(worst < 1e-5, `worst relative L2 difference ${worst}`);
   } finally {
