@@ -182,20 +182,28 @@ export function convWeightGrad(c: RuleCtx, dy: string, x: string, g: ConvGeom): 
 }
 
 /**
+ * Every (channel, tap) plane of the convolution's windows over x [N, C, H, W] (strided, dilated, padded), [N,
+ * C·kh·kw, OH, OW]: one Conv whose constant weights are one-hot, so MLAS writes the copies in a single call.
+ */
+function unfold(c: RuleCtx, x: string, channels: number, g: ConvGeom): string {
+  const taps = channels * g.kh * g.kw;
+  const eye = new Float32Array(taps * taps);
+  for (let k = 0; k < taps; k++) eye[k * taps + k] = 1;
+  return c.w.op('Conv', [x, c.w.floats([taps, channels, g.kh, g.kw], eye)], {
+    strides: [g.sh, g.sw], dilations: [g.dh, g.dw], pads: [g.pt, g.pl, g.pb, g.pr],
+  });
+}
+
+/**
  * Depthwise filter gradient through an unfold: one Conv with a one-hot kernel per tap writes the kh·kw shifted
  * (strided, dilated, padded) copies of every input channel, [N·C, kh·kw, OH, OW], in a single MLAS call; a batched
  * MatMul with the gradient then sums over the positions, and a ReduceSum over the batch.
  */
 function depthwiseUnfold(c: RuleCtx, dy: string, x: string, g: ConvGeom): string {
   const taps = g.kh * g.kw;
-  const eye = new Float32Array(taps * taps);
-  for (let k = 0; k < taps; k++) eye[k * taps + k] = 1;
   const mult = g.m / g.c;
   const hw = g.oh * g.ow;
-  const x1 = reshape(c, x, [g.n * g.c, 1, g.h, g.w]);
-  const unfolded = c.w.op('Conv', [x1, c.w.floats([taps, 1, g.kh, g.kw], eye)], {
-    strides: [g.sh, g.sw], dilations: [g.dh, g.dw], pads: [g.pt, g.pl, g.pb, g.pr],
-  }); // [N·C, taps, OH, OW]
+  const unfolded = unfold(c, reshape(c, x, [g.n * g.c, 1, g.h, g.w]), 1, g); // [N·C, taps, OH, OW]
   const u = reshape(c, unfolded, [g.n, g.c, taps, hw]);
   const d = mult === 1 ? reshape(c, dy, [g.n, g.c, hw, 1]) : c.w.op('Transpose', [reshape(c, dy, [g.n, g.c, mult, hw])], { perm: [0, 1, 3, 2] });
   let r = c.w.op('MatMul', [u, d]); // [N, C, taps, mult]
@@ -242,11 +250,7 @@ function depthwiseShiftedMatmul(c: RuleCtx, dy: string, x: string, g: ConvGeom):
  */
 function denseUnfold(c: RuleCtx, dy: string, x: string, g: ConvGeom): string {
   const taps = g.c * g.kh * g.kw;
-  const eye = new Float32Array(taps * taps);
-  for (let k = 0; k < taps; k++) eye[k * taps + k] = 1;
-  const unfolded = c.w.op('Conv', [x, c.w.floats([taps, g.c, g.kh, g.kw], eye)], {
-    strides: [g.sh, g.sw], dilations: [g.dh, g.dw], pads: [g.pt, g.pl, g.pb, g.pr],
-  }); // [N, C·kh·kw, OH, OW]
+  const unfolded = unfold(c, x, g.c, g); // [N, C·kh·kw, OH, OW]
   const hw = g.oh * g.ow;
   const u = c.w.op('Transpose', [reshape(c, unfolded, [g.n, taps, hw])], { perm: [0, 2, 1] });
   let r = c.w.op('MatMul', [reshape(c, dy, [g.n, g.m, hw]), u]); // [N, M, C·kh·kw]
